@@ -1,0 +1,409 @@
+package sandbox_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+)
+
+const (
+	clientIP   = "10.137.0.5"
+	clientIP6  = "fd09:24ef:4179::a89:5"
+	gatewayIP6 = "fd09:24ef:4179::a8a:1"
+	clientMAC  = "00:16:3e:5e:6c:05"
+)
+
+// mustRun runs a tool inside ns and fails the test on error.
+func mustRun(t *testing.T, ns *sandbox.NS, name string, args ...string) {
+	t.Helper()
+	if _, err := ns.Exec(name, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitPing pings target from ns until a reply comes or the deadline passes.
+func awaitPing(t *testing.T, ns *sandbox.NS, target string, extra ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := ns.Exec("ping", append([]string{"-c1", "-W1"}, append(extra, target)...)...)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ping reply from %s in %s: %v", target, ns.Name, err)
+		}
+	}
+}
+
+// pingFails asserts that a single ping gets no reply.
+func pingFails(t *testing.T, ns *sandbox.NS, target string, extra ...string) {
+	t.Helper()
+	if _, err := ns.Exec("ping", append([]string{"-c1", "-W1"}, append(extra, target)...)...); err == nil {
+		t.Fatalf("ping %s %v from %s got a reply, want none", target, extra, ns.Name)
+	}
+}
+
+// antispoofDrops sums the packet counters of a family's antispoof chain.
+func antispoofDrops(t *testing.T, netvm *sandbox.NS, family string) uint64 {
+	t.Helper()
+	var listing struct {
+		Nftables []struct {
+			Rule *struct {
+				Expr []struct {
+					Counter *struct {
+						Packets uint64 `json:"packets"`
+					} `json:"counter"`
+				} `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := netvm.NftJSON(&listing, "list", "chain", family, "qubes", "antispoof"); err != nil {
+		t.Fatal(err)
+	}
+	var packets uint64
+	for _, obj := range listing.Nftables {
+		if obj.Rule == nil {
+			continue
+		}
+		for _, e := range obj.Rule.Expr {
+			if e.Counter != nil {
+				packets += e.Counter.Packets
+			}
+		}
+	}
+	return packets
+}
+
+// TestHandConfiguredNetVMForwardsAndFilters wires one dual-stack client the
+// way the hotplug script does, with ip and nft by hand, and proves the
+// topology and the base ruleset with real packets.
+func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
+	s := sandboxtest.New(t, sandbox.Options{})
+	c, err := s.AddClient(sandbox.ClientSpec{Domid: 5, IPv4: clientIP, IPv6: clientIP6, Gateway6: gatewayIP6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Vif != "vif5.0" || c.Spec.MAC != clientMAC || c.Spec.Gateway != sandbox.DefaultGateway {
+		t.Fatalf("client = %+v, want vif5.0 with MAC %s and gateway %s", c, clientMAC, sandbox.DefaultGateway)
+	}
+	netvm := s.NetVM
+	if err := netvm.SetSysctl("net/ipv4/conf/vif5.0/proxy_arp", "1"); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, netvm, "nft", fmt.Sprintf(`add element ip qubes allowed { "vif5.0" . %s }; add element ip qubes downstream { %s };`+
+		`add element ip6 qubes allowed { "vif5.0" . %s }; add element ip6 qubes downstream { %s }`, clientIP, clientIP, clientIP6, clientIP6))
+	mustRun(t, netvm, "ip", "neigh", "add", clientIP, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
+	mustRun(t, netvm, "ip", "neigh", "add", clientIP6, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
+	mustRun(t, netvm, "ip", "link", "set", "vif5.0", "group", "2", "up")
+	mustRun(t, netvm, "ip", "route", "add", clientIP, "dev", "vif5.0", "metric", "32747")
+	mustRun(t, netvm, "ip", "route", "add", clientIP6, "dev", "vif5.0", "metric", "32747")
+	mustRun(t, netvm, "ip", "addr", "add", sandbox.DefaultGateway+"/32", "dev", "vif5.0")
+	mustRun(t, netvm, "ip", "addr", "add", gatewayIP6+"/128", "dev", "vif5.0", "nodad")
+	if err := netvm.SetSysctl("net/ipv6/conf/vif5.0/proxy_ndp", "1"); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct{ family, want string }{
+		{"ip", `"vif5.0" . ` + clientIP},
+		{"ip6", `"vif5.0" . ` + clientIP6},
+	} {
+		got, err := netvm.SetElements(tc.family, "qubes", "allowed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, []string{tc.want}) {
+			t.Errorf("%s qubes allowed = %q, want [%q]", tc.family, got, tc.want)
+		}
+	}
+	if got, err := netvm.Sysctl("net/ipv4/conf/vif5.0/proxy_arp"); err != nil || got != "1" {
+		t.Errorf("proxy_arp = %q, %v; want 1", got, err)
+	}
+
+	for _, target := range []string{sandbox.DefaultGateway, sandbox.InternetHost, gatewayIP6, sandbox.InternetHost6} {
+		awaitPing(t, c.NS, target)
+	}
+
+	spoofs := []struct {
+		family, source, target string
+	}{
+		{"ip", "10.137.0.99/32", sandbox.InternetHost},
+		{"ip6", "fd09:24ef:4179::a89:99/128", sandbox.InternetHost6},
+	}
+	for _, tc := range spoofs {
+		t.Run("spoofed "+tc.family, func(t *testing.T) {
+			addrArgs := []string{"addr", "add", tc.source, "dev", "eth0"}
+			if tc.family == "ip6" {
+				addrArgs = append(addrArgs, "nodad")
+			}
+			mustRun(t, c.NS, "ip", addrArgs...)
+			source, _, _ := strings.Cut(tc.source, "/")
+			before := antispoofDrops(t, netvm, tc.family)
+			pingFails(t, c.NS, tc.target, "-I", source)
+			if after := antispoofDrops(t, netvm, tc.family); after <= before {
+				t.Errorf("%s antispoof drops %d -> %d, want a rise", tc.family, before, after)
+			}
+		})
+	}
+
+	mustRun(t, netvm, "nft", fmt.Sprintf(`delete element ip qubes allowed { "vif5.0" . %s }; delete element ip6 qubes allowed { "vif5.0" . %s }`, clientIP, clientIP6))
+	for _, tc := range []struct{ family, target string }{
+		{"ip", sandbox.DefaultGateway},
+		{"ip6", gatewayIP6},
+	} {
+		before := antispoofDrops(t, netvm, tc.family)
+		pingFails(t, c.NS, tc.target)
+		if after := antispoofDrops(t, netvm, tc.family); after <= before {
+			t.Errorf("after removing the %s element: antispoof drops %d -> %d, want a rise", tc.family, before, after)
+		}
+	}
+}
+
+// TestClientVifAsXenHandsIt checks both ends of a client's veth pair, a
+// deferred vif, deleting it and the IPv6 switch.
+func TestClientVifAsXenHandsIt(t *testing.T) {
+	s := sandboxtest.New(t, sandbox.Options{NoBaseRuleset: true})
+	c, err := s.AddClient(sandbox.ClientSpec{Domid: 12, Devid: 1, IPv4: "10.137.0.12", DeferVif: true, DisableIPv6OnVif: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type link struct {
+		Ifname    string   `json:"ifname"`
+		Flags     []string `json:"flags"`
+		Group     string   `json:"group"`
+		Address   string   `json:"address"`
+		Operstate string   `json:"operstate"`
+		AddrInfo  []struct {
+			Local     string `json:"local"`
+			Prefixlen int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	find := func(ns *sandbox.NS, name string) *link {
+		t.Helper()
+		var links []link
+		if err := ns.IPJSON(&links, "addr", "show"); err != nil {
+			t.Fatal(err)
+		}
+		for i := range links {
+			if links[i].Ifname == name {
+				return &links[i]
+			}
+		}
+		return nil
+	}
+	if l := find(s.NetVM, "vif12.1"); l != nil {
+		t.Fatalf("deferred vif exists before CreateVif: %+v", l)
+	}
+	if err := c.CreateVif(); err != nil {
+		t.Fatal(err)
+	}
+	vif := find(s.NetVM, "vif12.1")
+	if vif == nil {
+		t.Fatal("vif12.1 missing in the netvm after CreateVif")
+	}
+	if vif.Address != "fe:ff:ff:ff:ff:ff" || slices.Contains(vif.Flags, "UP") || vif.Group != "default" || len(vif.AddrInfo) != 0 {
+		t.Errorf("netvm end = %+v, want MAC fe:ff:ff:ff:ff:ff, down, group default, no address", vif)
+	}
+	if got, err := s.NetVM.Sysctl("net/ipv6/conf/vif12.1/disable_ipv6"); err != nil || got != "1" {
+		t.Errorf("disable_ipv6 on vif12.1 = %q, %v; want 1", got, err)
+	}
+	eth0 := find(c.NS, "eth0")
+	if eth0 == nil || eth0.Address != "00:16:3e:5e:6c:0c" || !slices.Contains(eth0.Flags, "UP") {
+		t.Fatalf("client end = %+v, want eth0 up with MAC 00:16:3e:5e:6c:0c", eth0)
+	}
+	if !slices.ContainsFunc(eth0.AddrInfo, func(a struct {
+		Local     string `json:"local"`
+		Prefixlen int    `json:"prefixlen"`
+	}) bool {
+		return a.Local == "10.137.0.12" && a.Prefixlen == 32
+	}) {
+		t.Errorf("client eth0 addresses = %+v, want 10.137.0.12/32", eth0.AddrInfo)
+	}
+	var routes []struct {
+		Dst     string `json:"dst"`
+		Gateway string `json:"gateway"`
+	}
+	if err := c.NS.IPJSON(&routes, "route", "show"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(routes, func(r struct {
+		Dst     string `json:"dst"`
+		Gateway string `json:"gateway"`
+	}) bool {
+		return r.Dst == "default" && r.Gateway == sandbox.DefaultGateway
+	}) {
+		t.Errorf("client routes = %+v, want default via %s", routes, sandbox.DefaultGateway)
+	}
+
+	if err := c.DeleteVif(); err != nil {
+		t.Fatal(err)
+	}
+	if l := find(s.NetVM, "vif12.1"); l != nil {
+		t.Errorf("vif12.1 still in the netvm after DeleteVif: %+v", l)
+	}
+	if err := c.CreateVif(); err != nil {
+		t.Fatalf("CreateVif after DeleteVif: %v", err)
+	}
+}
+
+// TestResolverAnswersOverUDPAndTCP queries both resolvers from the network
+// qube, across the uplink, and checks each answers with its own address.
+func TestResolverAnswersOverUDPAndTCP(t *testing.T) {
+	s := sandboxtest.New(t, sandbox.Options{})
+	for _, addr := range []string{sandbox.Resolver1, sandbox.Resolver2} {
+		if err := s.StartResolver(addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.StartResolver(sandbox.Resolver1); err == nil {
+		t.Error("second StartResolver on the same address succeeded, want an error")
+	}
+	for _, server := range []string{sandbox.Resolver1, sandbox.Resolver2} {
+		for _, tcp := range []bool{false, true} {
+			for name, want := range map[string]string{"whoami.test": server, "host.test": sandbox.InternetHost} {
+				t.Run(fmt.Sprintf("%s tcp=%v %s", server, tcp, name), func(t *testing.T) {
+					got, err := sandbox.Query(s.NetVM, server, name, tcp)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Errorf("answer = %s, want %s", got, want)
+					}
+				})
+			}
+		}
+	}
+	if got, err := sandbox.Query(s.NetVM, sandbox.Resolver1, "unknown.test", false); err == nil {
+		t.Errorf("unknown.test resolved to %s, want an error", got)
+	}
+	if err := s.StopResolver(sandbox.Resolver2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sandbox.Query(s.NetVM, sandbox.Resolver2, "whoami.test", true); err == nil {
+		t.Errorf("stopped resolver answered %s", got)
+	}
+	if err := s.StopResolver(sandbox.Resolver2); err == nil {
+		t.Error("StopResolver of a stopped resolver succeeded, want an error")
+	}
+}
+
+// ownNamespaces lists the namespaces this test process created.
+func ownNamespaces(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	prefix := fmt.Sprintf("qnt%dx", os.Getpid())
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// TestCloseLeavesNothing closes a sandbox with a client and a running
+// resolver and finds no namespace or process of it afterwards.
+func TestCloseLeavesNothing(t *testing.T) {
+	sandboxtest.RequireRoot(t)
+	before := ownNamespaces(t)
+	s, err := sandbox.New(sandbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.AddClient(sandbox.ClientSpec{Domid: 7, IPv4: "10.137.0.7"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartResolver(sandbox.Resolver1); err != nil {
+		t.Fatal(err)
+	}
+	pidsOut, err := exec.Command("ip", "netns", "pids", s.Upstream.Name).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := strings.Fields(string(pidsOut))
+	if len(pids) == 0 {
+		t.Fatal("no process in the upstream namespace while a resolver runs")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := ownNamespaces(t); !slices.Equal(before, after) {
+		t.Errorf("namespaces before New %q, after Close %q", before, after)
+	}
+	for _, p := range pids {
+		var pid int
+		fmt.Sscan(p, &pid)
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d of the upstream namespace survived Close", pid)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestRemoveLeftoversSparesLiveRuns makes a namespace named after a dead
+// process, with a process inside, and one named after this live process:
+// the sweep removes the first (killing its process) and keeps the second.
+func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
+	sandboxtest.RequireRoot(t)
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("qnt%dx1-netvm", exited.Process.Pid)
+	live := fmt.Sprintf("qnt%dx999999-netvm", os.Getpid())
+	for _, name := range []string{dead, live} {
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
+	}
+	sleeper := exec.Command("ip", "netns", "exec", dead, "sleep", "600")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sleeperDone := make(chan error, 1)
+	go func() { sleeperDone <- sleeper.Wait() }()
+	t.Cleanup(func() { _ = sleeper.Process.Kill() })
+
+	// The sleeper only counts once it runs inside the namespace.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := exec.Command("ip", "netns", "pids", dead).Output()
+		if slices.Contains(strings.Fields(string(out)), fmt.Sprint(sleeper.Process.Pid)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleeper %d never showed up in %s", sleeper.Process.Pid, dead)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if err := sandbox.RemoveLeftovers(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + dead); err == nil {
+		t.Errorf("namespace %s of a dead process survived RemoveLeftovers", dead)
+	}
+	if _, err := os.Stat("/run/netns/" + live); err != nil {
+		t.Errorf("namespace %s of this live process was removed: %v", live, err)
+	}
+	select {
+	case <-sleeperDone:
+	case <-time.After(10 * time.Second):
+		t.Errorf("process %d in the leftover namespace was not killed", sleeper.Process.Pid)
+	}
+}

@@ -1,0 +1,54 @@
+package sandbox
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+var trafficCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
+// KernelState captures, as independent tools print it, the namespace's
+// state that the project's binaries may touch: links, addresses, routes,
+// permanent neighbours, the nftables ruleset and the per-interface
+// sysctls. What changes on its own (traffic counters, dynamic neighbour
+// entries) is left out, so two captures compare equal when nothing was
+// changed.
+func (n *NS) KernelState() (string, error) {
+	var b strings.Builder
+	for _, cmd := range [][]string{
+		{"ip", "-d", "link", "show"},
+		{"ip", "addr", "show"},
+		{"ip", "route", "show", "table", "all"},
+		{"ip", "-6", "route", "show", "table", "all"},
+		{"ip", "neigh", "show", "nud", "permanent"},
+		{"ip", "-6", "neigh", "show", "nud", "permanent"},
+		{"nft", "list", "ruleset"},
+		{"sh", "-c", "grep -rs . /proc/sys/net/ipv4/conf /proc/sys/net/ipv6/conf /proc/sys/net/ipv4/neigh /proc/sys/net/ipv6/neigh | grep -v /stable_secret || true"},
+	} {
+		out, err := n.Exec(cmd[0], cmd[1:]...)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "### %s\n%s", strings.Join(cmd, " "), trafficCounters.ReplaceAllString(string(out), "counter"))
+	}
+	return b.String(), nil
+}
+
+// StateDiff lists the lines only in a (prefixed "- ") and only in b ("+ ").
+func StateDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	var d strings.Builder
+	for _, l := range al {
+		if !slices.Contains(bl, l) {
+			d.WriteString("- " + l + "\n")
+		}
+	}
+	for _, l := range bl {
+		if !slices.Contains(al, l) {
+			d.WriteString("+ " + l + "\n")
+		}
+	}
+	return d.String()
+}
