@@ -80,9 +80,17 @@ func New(opts Options) (s *Sandbox, err error) {
 	if _, err := run(strings.NewReader("netns add "+s.NetVM.Name+"\nnetns add "+s.Upstream.Name+"\n"), "ip", "-batch", "-"); err != nil {
 		return s, err
 	}
+	if err := s.NetVM.ipBatch("link add eth0 type veth peer name up0 netns " + s.Upstream.Name); err != nil {
+		return s, err
+	}
+	// Without duplicate address detection the uplink's link-local address
+	// is final at once, so kernel-state captures taken right after New do
+	// not change by themselves a second later.
+	if err := s.NetVM.SetSysctl("net/ipv6/conf/eth0/accept_dad", "0"); err != nil {
+		return s, err
+	}
 	if err := s.NetVM.ipBatch(
 		"link set lo up",
-		"link add eth0 type veth peer name up0 netns "+s.Upstream.Name,
 		"link set eth0 group 1",
 		"addr add "+UplinkAddr+"/24 dev eth0",
 		"addr add "+UplinkAddr6+"/64 dev eth0 nodad",

@@ -7,13 +7,19 @@ import (
 	"strings"
 )
 
-var trafficCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+var (
+	trafficCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	// The kernel attaches a device's default qdisc the first time it comes
+	// up and keeps it after it goes down again: a side effect of "up", not
+	// state anyone configured.
+	qdisc = regexp.MustCompile(`qdisc \S+`)
+)
 
 // KernelState captures, as independent tools print it, the namespace's
 // state that the project's binaries may touch: links, addresses, routes,
 // permanent neighbours, the nftables ruleset and the per-interface
 // sysctls. What changes on its own (traffic counters, dynamic neighbour
-// entries) is left out, so two captures compare equal when nothing was
+// entries, the qdisc the kernel attaches at first "up") is left out, so two captures compare equal when nothing was
 // changed.
 func (n *NS) KernelState() (string, error) {
 	var b strings.Builder
@@ -31,7 +37,7 @@ func (n *NS) KernelState() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "### %s\n%s", strings.Join(cmd, " "), trafficCounters.ReplaceAllString(string(out), "counter"))
+		fmt.Fprintf(&b, "### %s\n%s", strings.Join(cmd, " "), qdisc.ReplaceAllString(trafficCounters.ReplaceAllString(string(out), "counter"), "qdisc"))
 	}
 	return b.String(), nil
 }

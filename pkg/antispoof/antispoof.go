@@ -1,0 +1,188 @@
+// Package antispoof keeps a vif's entries in the anti-spoofing sets of the
+// base ruleset: `allowed` (interface . source address) and `downstream`
+// (address) in tables `ip qubes` and `ip6 qubes`. A packet from a client
+// qube passes the prerouting filter only when its interface and source
+// address form an `allowed` element.
+package antispoof
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Table is the name of the base ruleset's tables (one per family).
+const Table = "qubes"
+
+// Set names in the base ruleset.
+const (
+	AllowedSet    = "allowed"
+	DownstreamSet = "downstream"
+)
+
+// Entry is one address of one vif.
+type Entry struct {
+	Vif  string
+	Addr netip.Addr
+}
+
+// Family is the nftables family of the entry's address ("ip" or "ip6").
+func (e Entry) Family() string {
+	if e.Addr.Is4() {
+		return "ip"
+	}
+	return "ip6"
+}
+
+// AllowedElement renders the `allowed` element as nft prints it.
+func (e Entry) AllowedElement() string { return fmt.Sprintf("%q . %s", e.Vif, e.Addr) }
+
+func (e Entry) tableFamily() nftables.TableFamily {
+	if e.Addr.Is4() {
+		return nftables.TableFamilyIPv4
+	}
+	return nftables.TableFamilyIPv6
+}
+
+// allowedKey is the concatenated key: the interface name NUL-padded to
+// IFNAMSIZ, then the address in network order (both fields are multiples of
+// four bytes, so no padding between them).
+func (e Entry) allowedKey() ([]byte, error) {
+	if len(e.Vif) == 0 || len(e.Vif) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("interface name %q does not fit an nftables ifname (1 to %d bytes)", e.Vif, unix.IFNAMSIZ-1)
+	}
+	k := make([]byte, unix.IFNAMSIZ, unix.IFNAMSIZ+16)
+	copy(k, e.Vif)
+	return append(k, e.Addr.AsSlice()...), nil
+}
+
+func set(fam nftables.TableFamily, name string) *nftables.Set {
+	return &nftables.Set{Table: &nftables.Table{Name: Table, Family: fam}, Name: name}
+}
+
+// Check verifies that the base ruleset's sets exist for every family the
+// entries use, with the expected key types. Run it before changing anything:
+// without these sets the vif cannot be protected.
+func Check(c *nftables.Conn, entries []Entry) error {
+	seen := map[nftables.TableFamily]bool{}
+	for _, e := range entries {
+		fam := e.tableFamily()
+		if seen[fam] {
+			continue
+		}
+		seen[fam] = true
+		want := map[string]string{AllowedSet: "ifname . ipv4_addr", DownstreamSet: "ipv4_addr"}
+		if fam == nftables.TableFamilyIPv6 {
+			want = map[string]string{AllowedSet: "ifname . ipv6_addr", DownstreamSet: "ipv6_addr"}
+		}
+		for _, name := range []string{AllowedSet, DownstreamSet} {
+			s, err := c.GetSetByName(&nftables.Table{Name: Table, Family: fam}, name)
+			if err != nil {
+				return fmt.Errorf("base ruleset missing: set %s %s %s: %w (is the qubes-iptables service running?)", e.Family(), Table, name, err)
+			}
+			if s.KeyType.Name != want[name] {
+				return fmt.Errorf("base ruleset: set %s %s %s has type %q, want %q", e.Family(), Table, name, s.KeyType.Name, want[name])
+			}
+		}
+	}
+	return nil
+}
+
+// Present reports which of the entry's two elements exist, asking the kernel
+// for exactly these keys rather than dumping sets that grow with the number
+// of client qubes.
+func Present(e Entry) (allowed, downstream bool, err error) {
+	key, err := e.allowedKey()
+	if err != nil {
+		return false, false, err
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return false, false, fmt.Errorf("netfilter netlink socket: %w", err)
+	}
+	defer conn.Close()
+	if allowed, err = hasElement(conn, e.tableFamily(), AllowedSet, key); err != nil {
+		return false, false, fmt.Errorf("look up %s in set %s %s %s: %w", e.AllowedElement(), e.Family(), Table, AllowedSet, err)
+	}
+	if downstream, err = hasElement(conn, e.tableFamily(), DownstreamSet, e.Addr.AsSlice()); err != nil {
+		return false, false, fmt.Errorf("look up %s in set %s %s %s: %w", e.Addr, e.Family(), Table, DownstreamSet, err)
+	}
+	return allowed, downstream, nil
+}
+
+// hasElement sends a non-dump NFT_MSG_GETSETELEM for one key (what
+// `nft get element` does): the kernel answers with the element or ENOENT.
+func hasElement(conn *netlink.Conn, fam nftables.TableFamily, setName string, key []byte) (bool, error) {
+	keyAttr, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
+	if err != nil {
+		return false, err
+	}
+	elem, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NLA_F_NESTED | unix.NFTA_SET_ELEM_KEY, Data: keyAttr}})
+	if err != nil {
+		return false, err
+	}
+	list, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NLA_F_NESTED | unix.NFTA_LIST_ELEM, Data: elem}})
+	if err != nil {
+		return false, err
+	}
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(Table + "\x00")},
+		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(setName + "\x00")},
+		{Type: unix.NLA_F_NESTED | unix.NFTA_SET_ELEM_LIST_ELEMENTS, Data: list},
+	})
+	if err != nil {
+		return false, err
+	}
+	msg := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
+			Flags: netlink.Request,
+		},
+		Data: append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
+	}
+	_, err = conn.Execute(msg)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	}
+	return false, err
+}
+
+// Add queues the elements of the given entries (allowed and downstream) in
+// c's batch; the caller flushes.
+func Add(c *nftables.Conn, entries []Entry, allowed, downstream bool) error {
+	return queue(c, entries, allowed, downstream, c.SetAddElements)
+}
+
+// Delete queues the removal of the given entries' elements in c's batch.
+// Deleting an absent element aborts the whole batch, so callers only pass
+// elements that Present reported.
+func Delete(c *nftables.Conn, entries []Entry, allowed, downstream bool) error {
+	return queue(c, entries, allowed, downstream, c.SetDeleteElements)
+}
+
+func queue(c *nftables.Conn, entries []Entry, allowed, downstream bool, op func(*nftables.Set, []nftables.SetElement) error) error {
+	for _, e := range entries {
+		if allowed {
+			key, err := e.allowedKey()
+			if err != nil {
+				return err
+			}
+			if err := op(set(e.tableFamily(), AllowedSet), []nftables.SetElement{{Key: key}}); err != nil {
+				return fmt.Errorf("element %s of set %s %s %s: %w", e.AllowedElement(), e.Family(), Table, AllowedSet, err)
+			}
+		}
+		if downstream {
+			if err := op(set(e.tableFamily(), DownstreamSet), []nftables.SetElement{{Key: e.Addr.AsSlice()}}); err != nil {
+				return fmt.Errorf("element %s of set %s %s %s: %w", e.Addr, e.Family(), Table, DownstreamSet, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package vifroute
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/qubes-netvm/qnet/pkg/hotplug"
+	"github.com/qubes-netvm/qnet/pkg/qubesdb"
+	"github.com/qubes-netvm/qnet/pkg/xenstore"
+)
+
+// Store reads one value by path; both the XenStore and the QubesDB clients
+// satisfy it.
+type Store interface {
+	Read(path string) ([]byte, error)
+}
+
+// Sources are where a hotplug run reads its inputs. QubesDB is opened only
+// when needed: a vif without addresses never touches it.
+type Sources struct {
+	XenStore Store
+	QubesDB  func() (Store, error)
+	// Sysctl reads a /proc/sys key (slash form) in the vif's namespace.
+	Sysctl func(key string) (string, error)
+}
+
+// Inputs is everything a run decides from; Plan turns it into steps.
+type Inputs struct {
+	Action  hotplug.Action
+	Vif     string // the name Xen gave the device
+	Name    string // the name every step uses: vifname when set, else Vif
+	Domid   int
+	Metric  int
+	Addrs   []netip.Addr
+	MAC     net.HardwareAddr
+	VifType string
+	// IPv6 is whether IPv6 is enabled on the device (disable_ipv6 reads 0).
+	IPv6     bool
+	Gateway  netip.Addr // back IPv4 on the vif
+	Gateway6 netip.Addr // back IPv6 on the vif; invalid when unset or link-local
+	Harden   bool
+	// Mapped is set when dom0 gives the client a visible address other
+	// than its real one (NAT mode).
+	Mapped *Mapping
+}
+
+// Mapping is NAT mode's pair of addresses the client sees.
+type Mapping struct {
+	VisibleIP      netip.Addr
+	VisibleGateway netip.Addr
+}
+
+var macPattern = regexp.MustCompile(`^[0-9a-f]{2}(:[0-9a-f]{2}){5}$`)
+
+// Gather reads and checks every input of a hotplug run. It changes nothing.
+func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, error) {
+	domid, err := hotplug.VifDomid(inv.Vif)
+	if err != nil {
+		return nil, err
+	}
+	in := &Inputs{Action: inv.Action, Vif: inv.Vif, Name: inv.Vif, Domid: domid, Metric: hotplug.Metric(domid)}
+	base := strings.TrimSuffix(inv.XenbusPath, "/")
+	xs := func(key string) (string, bool, error) {
+		v, err := src.XenStore.Read(base + "/" + key)
+		if errors.Is(err, xenstore.ErrNotFound) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("read XenStore %s/%s: %w", base, key, err)
+		}
+		return string(v), true, nil
+	}
+
+	vifname, _, err := xs("vifname")
+	if err != nil {
+		return nil, err
+	}
+	if vifname != "" {
+		if err := checkIfName(vifname); err != nil {
+			return nil, fmt.Errorf("XenStore %s/vifname: %w", base, err)
+		}
+		in.Name = vifname
+	}
+
+	ipList, found, err := xs("ip")
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		ipList = inv.IP
+	}
+	if in.Addrs, err = parseAddrs(ipList); err != nil {
+		return nil, fmt.Errorf("XenStore %s/ip: %w", base, err)
+	}
+
+	vifType, found, err := xs("type")
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		log.Debug("no vif type in XenStore; hooks get an empty type", "path", base+"/type")
+	}
+	in.VifType = vifType
+
+	if disabled, err := src.Sysctl("net/ipv6/conf/" + in.Name + "/disable_ipv6"); err == nil {
+		in.IPv6 = strings.TrimSpace(disabled) == "0"
+	} else {
+		log.Debug("IPv6 unavailable on the vif", "vif", in.Name, "err", err)
+	}
+
+	if len(in.Addrs) == 0 {
+		return in, nil
+	}
+	if inv.Action == hotplug.Online {
+		mac, _, err := xs("mac")
+		if err != nil {
+			return nil, err
+		}
+		if !macPattern.MatchString(mac) {
+			return nil, fmt.Errorf("bad MAC address %q in XenStore %s/mac: want lowercase xx:xx:xx:xx:xx:xx", mac, base)
+		}
+		in.MAC, _ = net.ParseMAC(mac)
+	}
+
+	db, err := src.QubesDB()
+	if err != nil {
+		return nil, err
+	}
+	if err := in.readQubesDB(db); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *Inputs) readQubesDB(db Store) error {
+	read := func(path string) (string, bool, error) {
+		v, err := db.Read(path)
+		if errors.Is(err, qubesdb.ErrNotFound) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("read QubesDB %s: %w", path, err)
+		}
+		return string(v), true, nil
+	}
+	gw, found, err := read("/qubes-netvm-gateway")
+	if err != nil {
+		return err
+	}
+	if !found {
+		return errors.New("QubesDB /qubes-netvm-gateway is not set: this qube does not provide network")
+	}
+	if in.Gateway, err = parseIPv4(gw); err != nil {
+		return fmt.Errorf("QubesDB /qubes-netvm-gateway: %w", err)
+	}
+	gw6, _, err := read("/qubes-netvm-gateway6")
+	if err != nil {
+		return err
+	}
+	if gw6 != "" {
+		a, err := netip.ParseAddr(gw6)
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return fmt.Errorf("QubesDB /qubes-netvm-gateway6: bad IPv6 address %q", gw6)
+		}
+		// A link-local gateway needs no address: the vif has one already.
+		if !strings.HasPrefix(gw6, "fe80:") {
+			in.Gateway6 = a
+		}
+	}
+	if in.Action == hotplug.Online {
+		harden, _, err := read("/qubes-service/harden-network-interfaces")
+		if err != nil {
+			return err
+		}
+		in.Harden = harden != ""
+	}
+	if ip4, ok := in.firstIPv4(); ok {
+		prefix := "/mapped-ip/" + ip4.String()
+		visible, _, err := read(prefix + "/visible-ip")
+		if err != nil {
+			return err
+		}
+		visibleGW, _, err := read(prefix + "/visible-gateway")
+		if err != nil {
+			return err
+		}
+		if visible != "" && visibleGW != "" && visible != ip4.String() {
+			m := &Mapping{}
+			if m.VisibleIP, err = parseIPv4(visible); err != nil {
+				return fmt.Errorf("QubesDB %s/visible-ip: %w", prefix, err)
+			}
+			if m.VisibleGateway, err = parseIPv4(visibleGW); err != nil {
+				return fmt.Errorf("QubesDB %s/visible-gateway: %w", prefix, err)
+			}
+			in.Mapped = m
+		}
+	}
+	return nil
+}
+
+func (in *Inputs) firstIPv4() (netip.Addr, bool) {
+	for _, a := range in.Addrs {
+		if a.Is4() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func parseIPv4(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("bad IPv4 address %q", s)
+	}
+	return a, nil
+}
+
+// parseAddrs splits XenStore's space-separated address list. Every entry
+// must be a plain IPv4 or IPv6 address; a repeated one is kept once.
+func parseAddrs(list string) ([]netip.Addr, error) {
+	var addrs []netip.Addr
+	for _, f := range strings.Fields(list) {
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() {
+			return nil, fmt.Errorf("bad address %q in %q", f, list)
+		}
+		if !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs, nil
+}
+
+// checkIfName accepts what the kernel accepts as an interface name and
+// nftables can store as an ifname key.
+func checkIfName(name string) error {
+	if name == "" || len(name) >= 16 || name == "." || name == ".." {
+		return fmt.Errorf("bad interface name %q", name)
+	}
+	for _, r := range name {
+		if r <= ' ' || r == '/' || r == ':' || r > '~' {
+			return fmt.Errorf("bad interface name %q", name)
+		}
+	}
+	return nil
+}

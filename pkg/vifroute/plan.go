@@ -1,0 +1,568 @@
+package vifroute
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/pkg/antispoof"
+	"github.com/qubes-netvm/qnet/pkg/flowoffload"
+	"github.com/qubes-netvm/qnet/pkg/hooks"
+	"github.com/qubes-netvm/qnet/pkg/sysctl"
+)
+
+func planOnline(in *Inputs, opts Options) []Step {
+	entries := in.entries()
+	var steps []Step
+	if len(entries) > 0 {
+		steps = append(steps, checkRuleset(entries))
+	}
+	steps = append(steps,
+		resolveLink(in, opts),
+		sysctlStep("net/ipv4/conf/"+in.Name+"/proxy_arp", "1", false),
+		rebuildFlowtable(in.Name, false),
+	)
+	if in.Mapped != nil {
+		steps = append(steps, natModeSteps(in)...)
+	}
+	if in.Harden {
+		steps = append(steps, harden(in.Name, opts))
+	}
+	if len(entries) > 0 {
+		steps = append(steps, purgeConntrack(in.Addrs))
+		for _, a := range in.Addrs {
+			steps = append(steps, addNeighbour(in.Name, a, in.MAC))
+		}
+		steps = append(steps, addElements(entries))
+	}
+	steps = append(steps, linkUp(in.Name))
+	for _, a := range in.Addrs {
+		steps = append(steps, addRoute(in.Name, a, in.Metric), runHooks(opts, "online", in, a))
+	}
+	if len(in.Addrs) == 0 {
+		steps = append(steps, runHooks(opts, "online", in, netip.Addr{}))
+		return steps
+	}
+	steps = append(steps, addAddress(in.Name, in.Gateway))
+	if in.Gateway6.IsValid() {
+		steps = append(steps, addAddress(in.Name, in.Gateway6),
+			ipv6Only(sysctlStep("net/ipv6/conf/"+in.Name+"/proxy_ndp", "1", false)))
+	}
+	return steps
+}
+
+func planOffline(in *Inputs, opts Options) []Step {
+	entries := in.entries()
+	var steps []Step
+	if len(entries) > 0 {
+		steps = append(steps, removeElements(entries), purgeConntrack(in.Addrs))
+	}
+	steps = append(steps, findLink(in.Name))
+	for _, a := range in.Addrs {
+		steps = append(steps, delNeighbour(in.Name, a))
+	}
+	for _, a := range in.Addrs {
+		steps = append(steps, delRoute(in.Name, a, in.Metric), runHooks(opts, "offline", in, a))
+	}
+	if len(in.Addrs) == 0 {
+		steps = append(steps, runHooks(opts, "offline", in, netip.Addr{}))
+	} else {
+		for _, gw := range []netip.Addr{in.Gateway, in.Gateway6} {
+			if gw.IsValid() {
+				steps = append(steps, delAddress(in.Name, gw))
+			}
+		}
+	}
+	if in.Mapped != nil {
+		steps = append(steps, natModeOffline(in)...)
+	}
+	return append(steps, rebuildFlowtable(in.Name, true))
+}
+
+func (in *Inputs) entries() []antispoof.Entry {
+	e := make([]antispoof.Entry, len(in.Addrs))
+	for i, a := range in.Addrs {
+		e[i] = antispoof.Entry{Vif: in.Name, Addr: a}
+	}
+	return e
+}
+
+func checkRuleset(entries []antispoof.Entry) Step {
+	return Step{
+		Desc: "check the base ruleset: sets allowed and downstream in table(s) qubes",
+		Do: func(k *Kernel) (func() error, error) {
+			c, err := k.nft()
+			if err != nil {
+				return nil, err
+			}
+			return nil, antispoof.Check(c, entries)
+		},
+	}
+}
+
+// resolveLink finds the device (waiting for it if the toolstack has not
+// created it yet), renames it to vifname when XenStore asks, and learns
+// whether IPv6 is enabled on it.
+func resolveLink(in *Inputs, opts Options) Step {
+	desc := "find device " + in.Vif
+	if in.Name != in.Vif {
+		desc = fmt.Sprintf("find device %s and rename it to %s (vifname)", in.Vif, in.Name)
+	}
+	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+		var undo func() error
+		if in.Name != in.Vif {
+			renamed, found, err := k.linkByName(in.Name)
+			if err != nil {
+				return nil, err
+			}
+			orig, origFound, err := k.linkByName(in.Vif)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case found && origFound:
+				return nil, fmt.Errorf("cannot rename %s to %s: that name is taken by another device", in.Vif, in.Name)
+			case found:
+				k.link = renamed // renamed by an earlier online
+			default:
+				if !origFound {
+					if orig, err = k.waitForLink(in.Vif, opts.LinkWait); err != nil {
+						return nil, err
+					}
+				}
+				if err := k.nl.LinkSetName(orig, in.Name); err != nil {
+					return nil, fmt.Errorf("rename %s to %s: %w", in.Vif, in.Name, err)
+				}
+				undo = func() error { return k.nl.LinkSetName(orig, in.Vif) }
+				if k.link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
+					return undo, fmt.Errorf("look up %s after rename: %w", in.Name, err)
+				}
+			}
+		} else {
+			l, err := k.waitForLink(in.Name, opts.LinkWait)
+			if err != nil {
+				return nil, err
+			}
+			k.link = l
+		}
+		disabled, err := sysctl.Read("net/ipv6/conf/" + in.Name + "/disable_ipv6")
+		k.ipv6 = err == nil && disabled == "0"
+		return undo, nil
+	}}
+}
+
+// findLink is offline's look-up: a device that is already gone needs no
+// cleaning of its routes, neighbours or addresses (the kernel removed them).
+func findLink(name string) Step {
+	return Step{Desc: "find device " + name + " (if it still exists)", Do: func(k *Kernel) (func() error, error) {
+		l, _, err := k.linkByName(name)
+		k.link = l
+		return nil, err
+	}}
+}
+
+func sysctlStep(key, value string, ignoreFailure bool) Step {
+	return Step{
+		Desc: fmt.Sprintf("sysctl %s = %s", key, value),
+		Do:   func(*Kernel) (func() error, error) { return setSysctl(key, value, ignoreFailure) },
+	}
+}
+
+// ipv6Only makes a step conditional on IPv6 being enabled on the vif.
+func ipv6Only(s Step) Step {
+	do := s.Do
+	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Do = func(k *Kernel) (func() error, error) {
+		if !k.ipv6 {
+			return nil, nil
+		}
+		return do(k)
+	}
+	return s
+}
+
+// harden applies the sysctl.d hardening file to `all` and this vif, as
+// upstream's systemd-sysctl --prefix invocation does. The file's globs are
+// expanded now, when the device exists.
+func harden(name string, opts Options) Step {
+	return Step{
+		Desc: fmt.Sprintf("harden: apply %s to all and %s", opts.HardeningConf, name),
+		Do: func(k *Kernel) (func() error, error) {
+			settings, err := sysctl.Hardening(opts.HardeningConf, opts.ProcSys, []string{"all", name})
+			if err != nil {
+				return nil, err
+			}
+			var undos undoStack
+			for _, s := range settings {
+				undo, err := setSysctl(s.Key, s.Value, s.IgnoreFailure)
+				if err != nil {
+					return undos.run, fmt.Errorf("harden: %w", err)
+				}
+				undos.push(undo)
+			}
+			return undos.run, nil
+		},
+	}
+}
+
+// rebuildFlowtable replaces the flow-offload table with one covering the
+// current interfaces (without name when it is going away). Offload is an
+// optimisation: when the kernel cannot do it the run warns and goes on.
+func rebuildFlowtable(name string, leaving bool) Step {
+	desc := "replace table inet qubes-nat-accel: flowtable over every interface, offload group 2 -> group 1"
+	if leaving {
+		desc = "replace table inet qubes-nat-accel without " + name + " (if its flowtable lists it)"
+	}
+	rebuild := func(k *Kernel, exclude string) error {
+		unlock, err := flowoffload.Lock(k.opts.LockPath)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		c, err := k.nft()
+		if err != nil {
+			return err
+		}
+		if leaving {
+			if listed, err := flowoffload.Present(c, name); err != nil || !listed {
+				return err
+			}
+		}
+		devs, err := flowoffload.Devices(filepath.Join(k.opts.ProcSys, "net/ipv4/conf"), exclude)
+		if err != nil {
+			return err
+		}
+		if err := flowoffload.Queue(c, devs); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("replace table inet %s with devices %v: %w", flowoffload.TableName, devs, err)
+		}
+		return nil
+	}
+	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+		exclude := ""
+		if leaving {
+			exclude = name
+		}
+		if err := rebuild(k, exclude); err != nil {
+			k.log.Warn("flow offload unavailable, traffic takes the normal path", "vif", name, "err", err)
+			return nil, nil
+		}
+		if leaving {
+			return nil, nil
+		}
+		return func() error {
+			if err := rebuild(k, name); err != nil {
+				k.log.Warn("flow offload: could not drop the device again", "vif", name, "err", err)
+			}
+			return nil
+		}, nil
+	}}
+}
+
+// purgeConntrack forgets connections tracked for the addresses, so flows
+// of an earlier owner of an address do not leak to the new one. One dump
+// per family serves every address.
+func purgeConntrack(addrs []netip.Addr) Step {
+	return Step{
+		Desc: fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
+		Do: func(k *Kernel) (func() error, error) {
+			byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
+			for _, a := range addrs {
+				fam := netlink.InetFamily(unix.AF_INET)
+				if a.Is6() {
+					fam = unix.AF_INET6
+				}
+				src, dst := &netlink.ConntrackFilter{}, &netlink.ConntrackFilter{}
+				if err := src.AddIP(netlink.ConntrackOrigSrcIP, a.AsSlice()); err != nil {
+					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
+				}
+				if err := dst.AddIP(netlink.ConntrackOrigDstIP, a.AsSlice()); err != nil {
+					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
+				}
+				byFamily[fam] = append(byFamily[fam], src, dst)
+			}
+			for fam, filters := range byFamily {
+				if _, err := k.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
+					return nil, fmt.Errorf("purge conntrack entries of %v: %w", addrs, err)
+				}
+			}
+			return nil, nil
+		},
+	}
+}
+
+func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
+	s := Step{
+		Desc: fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, netHW(mac)),
+		Do: func(k *Kernel) (func() error, error) {
+			n := &netlink.Neigh{LinkIndex: k.index(), Family: family(a), State: netlink.NUD_PERMANENT, IP: a.AsSlice(), HardwareAddr: mac}
+			err := k.nl.NeighAdd(n)
+			if err == nil {
+				return func() error { return k.nl.NeighDel(n) }, nil
+			}
+			if !ignore(err, unix.EEXIST) {
+				return nil, fmt.Errorf("add neighbour %s lladdr %s dev %s: %w", a, netHW(mac), name, err)
+			}
+			old, err := k.neighbour(a)
+			if err != nil || old == nil {
+				return nil, err
+			}
+			if bytes.Equal(old.HardwareAddr, mac) && old.State == netlink.NUD_PERMANENT {
+				return nil, nil
+			}
+			if err := k.nl.NeighSet(n); err != nil {
+				return nil, fmt.Errorf("replace neighbour %s dev %s: %w", a, name, err)
+			}
+			return func() error { return k.nl.NeighSet(old) }, nil
+		},
+	}
+	if a.Is6() {
+		return ipv6Only(s)
+	}
+	return s
+}
+
+func (k *Kernel) neighbour(a netip.Addr) (*netlink.Neigh, error) {
+	list, err := k.nl.NeighList(k.index(), family(a))
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours of %s: %w", k.link.Attrs().Name, err)
+	}
+	for i := range list {
+		if ip, ok := netip.AddrFromSlice(list[i].IP); ok && ip.Unmap() == a {
+			return &list[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func delNeighbour(name string, a netip.Addr) Step {
+	return Step{Desc: fmt.Sprintf("ip neighbour del %s dev %s (if present)", a, name), Do: func(k *Kernel) (func() error, error) {
+		if k.link == nil {
+			return nil, nil
+		}
+		err := k.nl.NeighDel(&netlink.Neigh{LinkIndex: k.index(), Family: family(a), IP: a.AsSlice()})
+		if err != nil && !ignore(err, unix.ENOENT, unix.ENODEV) {
+			return nil, fmt.Errorf("delete neighbour %s dev %s: %w", a, name, err)
+		}
+		return nil, nil
+	}}
+}
+
+func addElements(entries []antispoof.Entry) Step {
+	return Step{Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
+		var allowed, downstream []antispoof.Entry
+		for _, e := range entries {
+			a, d, err := antispoof.Present(e)
+			if err != nil {
+				return nil, err
+			}
+			if !a {
+				allowed = append(allowed, e)
+			}
+			if !d {
+				downstream = append(downstream, e)
+			}
+		}
+		if len(allowed)+len(downstream) == 0 {
+			return nil, nil
+		}
+		if err := k.changeElements(antispoof.Add, allowed, downstream); err != nil {
+			return nil, err
+		}
+		return func() error { return k.changeElements(antispoof.Delete, allowed, downstream) }, nil
+	}}
+}
+
+func removeElements(entries []antispoof.Entry) Step {
+	return Step{Desc: "nft delete element (those present): " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
+		var allowed, downstream []antispoof.Entry
+		for _, e := range entries {
+			a, d, err := antispoof.Present(e)
+			if err != nil {
+				return nil, err
+			}
+			if a {
+				allowed = append(allowed, e)
+			}
+			if d {
+				downstream = append(downstream, e)
+			}
+		}
+		if len(allowed)+len(downstream) == 0 {
+			return nil, nil
+		}
+		return nil, k.changeElements(antispoof.Delete, allowed, downstream)
+	}}
+}
+
+// changeElements sends one batch with the allowed and downstream changes.
+func (k *Kernel) changeElements(op func(c *nftables.Conn, e []antispoof.Entry, allowed, downstream bool) error, allowed, downstream []antispoof.Entry) error {
+	c, err := k.nft()
+	if err != nil {
+		return err
+	}
+	if err := op(c, allowed, true, false); err != nil {
+		return err
+	}
+	if err := op(c, downstream, false, true); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("update anti-spoofing sets (allowed %s; downstream %s): %w", describeEntries(allowed), describeAddrs(downstream), err)
+	}
+	return nil
+}
+
+func describeEntries(entries []antispoof.Entry) string {
+	var b bytes.Buffer
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s qubes allowed { %s } downstream { %s }", e.Family(), e.AllowedElement(), e.Addr)
+	}
+	return b.String()
+}
+
+func describeAddrs(entries []antispoof.Entry) string {
+	addrs := make([]string, len(entries))
+	for i, e := range entries {
+		addrs[i] = e.Addr.String()
+	}
+	return fmt.Sprint(addrs)
+}
+
+func linkUp(name string) Step {
+	return Step{Desc: fmt.Sprintf("ip link set dev %s group 2 up", name), Do: func(k *Kernel) (func() error, error) {
+		attrs := k.link.Attrs()
+		oldGroup, wasUp := int(attrs.Group), attrs.Flags&unix.IFF_UP != 0
+		var undos undoStack
+		if oldGroup != 2 {
+			if err := k.nl.LinkSetGroup(k.link, 2); err != nil {
+				return nil, fmt.Errorf("set %s group 2: %w", name, err)
+			}
+			undos.push(func() error { return k.nl.LinkSetGroup(k.link, oldGroup) })
+		}
+		if !wasUp {
+			if err := k.nl.LinkSetUp(k.link); err != nil {
+				return undos.run, fmt.Errorf("set %s up: %w", name, err)
+			}
+			undos.push(func() error { return k.nl.LinkSetDown(k.link) })
+		}
+		return undos.run, nil
+	}}
+}
+
+func addRoute(name string, a netip.Addr, metric int) Step {
+	s := Step{Desc: fmt.Sprintf("ip route add %s dev %s metric %d", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+		r := k.hostRoute(a, metric)
+		err := k.nl.RouteAdd(r)
+		if ignore(err, unix.EEXIST) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("add route %s dev %s metric %d: %w", a, name, metric, err)
+		}
+		return func() error { return k.nl.RouteDel(r) }, nil
+	}}
+	if a.Is6() {
+		return skipWithoutIPv6(s, a)
+	}
+	return s
+}
+
+// skipWithoutIPv6 is ipv6Only for a route: upstream logs an error and skips
+// the route (and the hooks) for an IPv6 address while IPv6 is disabled.
+func skipWithoutIPv6(s Step, a netip.Addr) Step {
+	do := s.Do
+	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Do = func(k *Kernel) (func() error, error) {
+		if !k.ipv6 {
+			k.log.Error("cannot add IPv6 route: IPv6 is disabled on the vif", "vif", k.link.Attrs().Name, "addr", a)
+			return nil, nil
+		}
+		return do(k)
+	}
+	return s
+}
+
+func delRoute(name string, a netip.Addr, metric int) Step {
+	return Step{Desc: fmt.Sprintf("ip route del %s dev %s metric %d (if present)", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+		if k.link == nil {
+			return nil, nil
+		}
+		err := k.nl.RouteDel(k.hostRoute(a, metric))
+		if err != nil && !ignore(err, unix.ESRCH, unix.ENOENT, unix.ENODEV) {
+			return nil, fmt.Errorf("delete route %s dev %s metric %d: %w", a, name, metric, err)
+		}
+		return nil, nil
+	}}
+}
+
+func backAddr(a netip.Addr) *netlink.Addr { return &netlink.Addr{IPNet: hostPrefix(a)} }
+
+func addAddress(name string, a netip.Addr) Step {
+	s := Step{Desc: fmt.Sprintf("ip addr add %s/%d dev %s", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		err := k.nl.AddrAdd(k.link, backAddr(a))
+		if ignore(err, unix.EEXIST) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("add address %s/%d dev %s: %w", a, a.BitLen(), name, err)
+		}
+		return func() error { return k.nl.AddrDel(k.link, backAddr(a)) }, nil
+	}}
+	if a.Is6() {
+		return ipv6Only(s)
+	}
+	return s
+}
+
+func delAddress(name string, a netip.Addr) Step {
+	return Step{Desc: fmt.Sprintf("ip addr del %s/%d dev %s (if present)", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		if k.link == nil {
+			return nil, nil
+		}
+		err := k.nl.AddrDel(k.link, backAddr(a))
+		if err != nil && !ignore(err, unix.EADDRNOTAVAIL, unix.ENODEV) {
+			return nil, fmt.Errorf("delete address %s/%d dev %s: %w", a, a.BitLen(), name, err)
+		}
+		return nil, nil
+	}}
+}
+
+// runHooks runs the user's network hooks for one address (or, with a zero
+// address, once for a vif without addresses).
+func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
+	addr := ""
+	if a.IsValid() {
+		addr = a.String()
+	}
+	s := Step{
+		Desc: fmt.Sprintf("run hooks in %s: %s %s %q %q", opts.HooksDir, command, in.Name, in.VifType, addr),
+		Do: func(k *Kernel) (func() error, error) {
+			hooks.Run(k.ctx, k.log, opts.HooksDir, hooks.Invocation{Command: command, Vif: in.Name, VifType: in.VifType, Addr: addr})
+			return nil, nil
+		},
+	}
+	if command == "online" && a.Is6() {
+		do := s.Do
+		s.Do = func(k *Kernel) (func() error, error) {
+			if !k.ipv6 {
+				return nil, nil
+			}
+			return do(k)
+		}
+	}
+	return s
+}
+
+func netHW(mac net.HardwareAddr) string { return mac.String() }

@@ -1,0 +1,144 @@
+// Package vifroute configures a client qube's backend interface in routed
+// mode (vif-route-qubes online) and removes that configuration (offline).
+//
+// A run gathers its inputs (XenStore, QubesDB, sysctls), plans an ordered
+// list of steps, and applies them. Online is transactional: each step that
+// changes the kernel returns how to undo exactly what it changed, and a
+// failure undoes the run's steps in reverse, leaving the kernel as it was.
+// Every step tolerates state that is already in place, so online twice
+// converges and offline of a vif that never came online changes nothing.
+package vifroute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/qubes-netvm/qnet/pkg/hotplug"
+)
+
+// Options are the system paths and bounds a run uses; tests point them at
+// temporary files.
+type Options struct {
+	HooksDir      string        // /rw/config/network-hooks.d
+	HardeningConf string        // /etc/sysctl.d/81-qubes.conf.optional
+	LockPath      string        // serialises flowtable rebuilds across runs
+	ProcSys       string        // /proc/sys, for interface listings and hardening globs
+	LinkWait      time.Duration // how long online waits for a vif that is not there yet
+}
+
+// DefaultOptions are the paths of a Qubes network qube.
+func DefaultOptions() Options {
+	return Options{
+		HooksDir:      "/rw/config/network-hooks.d",
+		HardeningConf: "/etc/sysctl.d/81-qubes.conf.optional",
+		LockPath:      "/run/qubes-vif-route.lock",
+		ProcSys:       "/proc/sys",
+		LinkWait:      10 * time.Second,
+	}
+}
+
+// Step is one change to the kernel, in the order upstream makes it.
+type Step struct {
+	// Desc says what the step does, in the terms of the shell commands it
+	// replaces; --dry-run prints it.
+	Desc string
+	// Do makes the change and returns how to revert exactly what it
+	// changed (nil when it changed nothing or cannot be reverted).
+	Do func(k *Kernel) (undo func() error, err error)
+}
+
+// Describe writes one line per step.
+func Describe(w io.Writer, steps []Step) {
+	for i, s := range steps {
+		fmt.Fprintf(w, "%2d. %s\n", i+1, s.Desc)
+	}
+}
+
+// Apply runs the steps in order. When one fails it undoes the completed
+// steps in reverse (rollback=true, for online) and returns the failure.
+// inject, when not nil, is called before each step and may fail it: the
+// tests use it to prove that a failure at any point leaves nothing behind.
+func Apply(ctx context.Context, k *Kernel, steps []Step, rollback bool, inject func(i int, s Step) error) error {
+	var undos undoStack
+	for i, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
+		}
+		if inject != nil {
+			if err := inject(i, s); err != nil {
+				return unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
+			}
+		}
+		k.log.Debug("step", "n", i+1, "do", s.Desc)
+		undo, err := s.Do(k)
+		if err != nil {
+			return unwind(k.log, undos, rollback, err)
+		}
+		undos.push(undo)
+	}
+	return nil
+}
+
+func unwind(log *slog.Logger, undos undoStack, rollback bool, cause error) error {
+	if !rollback {
+		return cause
+	}
+	if err := undos.run(); err != nil {
+		log.Error("rollback incomplete", "err", err)
+		return fmt.Errorf("%w (and rollback failed: %w)", cause, err)
+	}
+	return cause
+}
+
+// undoStack collects how to revert changes; run reverts them newest first
+// and reports every revert that failed.
+type undoStack []func() error
+
+func (u *undoStack) push(undo func() error) {
+	if undo != nil {
+		*u = append(*u, undo)
+	}
+}
+
+func (u undoStack) run() error {
+	var failed []error
+	for i := len(u) - 1; i >= 0; i-- {
+		if err := u[i](); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	return errors.Join(failed...)
+}
+
+// Plan returns the steps for the run's action.
+func Plan(in *Inputs, opts Options) []Step {
+	if in.Action == hotplug.Offline {
+		return planOffline(in, opts)
+	}
+	return planOnline(in, opts)
+}
+
+// Run performs one hotplug invocation: gather, plan, then apply (or, with
+// dryRun set, describe the plan there and change nothing).
+func Run(ctx context.Context, inv hotplug.Invocation, src Sources, opts Options, log *slog.Logger, dryRun io.Writer) error {
+	in, err := Gather(inv, src, log)
+	if err != nil {
+		return err
+	}
+	steps := Plan(in, opts)
+	if dryRun != nil {
+		fmt.Fprintf(dryRun, "vif-route-qubes %s %s (domain %d, metric %d):\n", in.Action, in.Name, in.Domid, in.Metric)
+		Describe(dryRun, steps)
+		return nil
+	}
+	k, err := NewKernel(ctx, log, opts)
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	return Apply(ctx, k, steps, in.Action == hotplug.Online, nil)
+}
