@@ -20,7 +20,6 @@ import (
 	"github.com/qubes-netvm/qnet/pkg/hotplug"
 	"github.com/qubes-netvm/qnet/pkg/logging"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
-	"github.com/qubes-netvm/qnet/pkg/sysctl"
 	"github.com/qubes-netvm/qnet/pkg/version"
 	"github.com/qubes-netvm/qnet/pkg/vifroute"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
@@ -111,7 +110,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			db, err = qubesdb.Dial(qubesdb.SocketPath(), *timeout)
 			return db, err
 		},
-		Sysctl: sysctl.Read,
 	}
 	var plan io.Writer
 	if *dryRun {

@@ -415,3 +415,37 @@ func TestParallelHotplugs(t *testing.T) {
 		t.Errorf("allowed after parallel hotplugs:\n%v\nwant\n%v", got, want)
 	}
 }
+
+// Stale flows of an earlier owner of the addresses are purged (both
+// directions, both families); other flows stay.
+func TestConntrackPurged(t *testing.T) {
+	r := newRig(t, sandbox.Options{})
+	r.client(sandbox.ClientSpec{Domid: 25, IPv4: "10.137.0.25"}, "10.137.0.25 fd09:24ef:4179::a89:19")
+	for _, flow := range [][]string{
+		{"-s", "10.137.0.25", "-d", "203.0.113.1"},
+		{"-s", "203.0.113.1", "-d", "10.137.0.25"},
+		{"-s", "fd09:24ef:4179::a89:19", "-d", "2001:db8:203::1"},
+		{"-s", "10.137.0.99", "-d", "203.0.113.1"},
+	} {
+		args := append([]string{"-I", "-p", "udp", "--sport", "1000", "--dport", "53", "-t", "60", "-u", "SEEN_REPLY"}, flow...)
+		if out, err := r.sb.NetVM.Exec("conntrack", args...); err != nil {
+			t.Fatalf("conntrack %v: %v\n%s", args, err, out)
+		}
+	}
+	r.mustHotplug("vif25.0", 25, 0, "online")
+	out, err := r.sb.NetVM.Exec("conntrack", "-L", "-f", "ipv4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out6, err := r.sb.NetVM.Exec("conntrack", "-L", "-f", "ipv6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := string(out) + string(out6)
+	if strings.Contains(all, "10.137.0.25") || strings.Contains(all, "fd09:24ef:4179::a89:19") {
+		t.Errorf("flows of the client's addresses remain:\n%s", all)
+	}
+	if !strings.Contains(all, "src=10.137.0.99") {
+		t.Errorf("an unrelated flow was purged:\n%s", all)
+	}
+}

@@ -26,22 +26,18 @@ type Store interface {
 type Sources struct {
 	XenStore Store
 	QubesDB  func() (Store, error)
-	// Sysctl reads a /proc/sys key (slash form) in the vif's namespace.
-	Sysctl func(key string) (string, error)
 }
 
 // Inputs is everything a run decides from; Plan turns it into steps.
 type Inputs struct {
-	Action  hotplug.Action
-	Vif     string // the name Xen gave the device
-	Name    string // the name every step uses: vifname when set, else Vif
-	Domid   int
-	Metric  int
-	Addrs   []netip.Addr
-	MAC     net.HardwareAddr
-	VifType string
-	// IPv6 is whether IPv6 is enabled on the device (disable_ipv6 reads 0).
-	IPv6     bool
+	Action   hotplug.Action
+	Vif      string // the name Xen gave the device
+	Name     string // the name every step uses: vifname when set, else Vif
+	Domid    int
+	Metric   int
+	Addrs    []netip.Addr
+	MAC      net.HardwareAddr
+	VifType  string
 	Gateway  netip.Addr // back IPv4 on the vif
 	Gateway6 netip.Addr // back IPv6 on the vif; invalid when unset or link-local
 	Harden   bool
@@ -107,12 +103,6 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 		log.Debug("no vif type in XenStore; hooks get an empty type", "path", base+"/type")
 	}
 	in.VifType = vifType
-
-	if disabled, err := src.Sysctl("net/ipv6/conf/" + in.Name + "/disable_ipv6"); err == nil {
-		in.IPv6 = strings.TrimSpace(disabled) == "0"
-	} else {
-		log.Debug("IPv6 unavailable on the vif", "vif", in.Name, "err", err)
-	}
 
 	if len(in.Addrs) == 0 {
 		return in, nil

@@ -80,7 +80,7 @@ func (k *Kernel) waitForLink(name string, timeout time.Duration) (netlink.Link, 
 	if l, ok, err := k.linkByName(name); err != nil || ok {
 		return l, err
 	}
-	k.log.Info("device not there yet, waiting", "vif", name, "timeout", timeout)
+	k.log.Info("device not there yet, waiting", "device", name, "timeout", timeout)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {

@@ -252,7 +252,7 @@ func rebuildFlowtable(name string, leaving bool) Step {
 			exclude = name
 		}
 		if err := rebuild(k, exclude); err != nil {
-			k.log.Warn("flow offload unavailable, traffic takes the normal path", "vif", name, "err", err)
+			k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
 			return nil, nil
 		}
 		if leaving {
@@ -260,7 +260,7 @@ func rebuildFlowtable(name string, leaving bool) Step {
 		}
 		return func() error {
 			if err := rebuild(k, name); err != nil {
-				k.log.Warn("flow offload: could not drop the device again", "vif", name, "err", err)
+				k.log.Warn("flow offload: could not drop the device again", "err", err)
 			}
 			return nil
 		}, nil
@@ -268,12 +268,18 @@ func rebuildFlowtable(name string, leaving bool) Step {
 }
 
 // purgeConntrack forgets connections tracked for the addresses, so flows
-// of an earlier owner of an address do not leak to the new one. One dump
-// per family serves every address.
+// of an earlier owner of an address do not leak to the new one. Finding
+// them means walking the whole conntrack hash table (its size follows the
+// machine's memory, not the number of flows), so the walk is skipped when
+// this namespace tracks no connection at all, and otherwise done once per
+// address family for all its addresses.
 func purgeConntrack(addrs []netip.Addr) Step {
 	return Step{
 		Desc: fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
 		Do: func(k *Kernel) (func() error, error) {
+			if count, err := sysctl.Read("net/netfilter/nf_conntrack_count"); err == nil && count == "0" {
+				return nil, nil
+			}
 			byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
 			for _, a := range addrs {
 				fam := netlink.InetFamily(unix.AF_INET)
@@ -486,7 +492,7 @@ func skipWithoutIPv6(s Step, a netip.Addr) Step {
 	s.Desc += " (if IPv6 is enabled on the vif)"
 	s.Do = func(k *Kernel) (func() error, error) {
 		if !k.ipv6 {
-			k.log.Error("cannot add IPv6 route: IPv6 is disabled on the vif", "vif", k.link.Attrs().Name, "addr", a)
+			k.log.Error("cannot add IPv6 route: IPv6 is disabled on the vif", "addr", a)
 			return nil, nil
 		}
 		return do(k)

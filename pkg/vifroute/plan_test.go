@@ -38,7 +38,6 @@ func sources(xs, db map[string]string) (Sources, *mapStore) {
 	return Sources{
 		XenStore: &mapStore{m: xs, notFound: xenstore.ErrNotFound},
 		QubesDB:  func() (Store, error) { return dbStore, nil },
-		Sysctl:   func(string) (string, error) { return "0", nil },
 	}, dbStore
 }
 

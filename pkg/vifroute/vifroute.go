@@ -73,8 +73,9 @@ func Apply(ctx context.Context, k *Kernel, steps []Step, rollback bool, inject f
 				return unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
 			}
 		}
-		k.log.Debug("step", "n", i+1, "do", s.Desc)
+		start := time.Now()
 		undo, err := s.Do(k)
+		k.log.Debug("step", "n", i+1, "do", s.Desc, "took", time.Since(start))
 		if err != nil {
 			return unwind(k.log, undos, rollback, err)
 		}
