@@ -1,0 +1,34 @@
+package dnswatch
+
+import (
+	"context"
+	"time"
+
+	"github.com/qubes-netvm/qnet/pkg/dnat"
+	"github.com/qubes-netvm/qnet/pkg/resolved"
+	"github.com/qubes-netvm/qnet/pkg/systemd"
+)
+
+// watchResolved pokes on resolved's DNS change signals, and once each time
+// it has subscribed (signals before that went unseen). When the bus
+// connection fails or drops (the bus restarted, or there is none) it
+// reconnects with a growing delay.
+func watchResolved(ctx context.Context, cfg dnat.Config, poke func(string)) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		conn, err := systemd.ConnectSystemBus(ctx, cfg.BusTimeout)
+		if err == nil {
+			backoff = time.Second
+			err = resolved.WatchDNS(ctx, conn, func() { poke("systemd-resolved DNS changed") })
+			conn.Close()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		cfg.Logger.Debug("not watching systemd-resolved", "error", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}

@@ -1,0 +1,137 @@
+package resolvconf
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		want  []netip.Addr
+	}{
+		{"empty", "", nil},
+		{"one", "nameserver 1.1.1.1\n", addrs("1.1.1.1")},
+		{"order kept, duplicates kept", "nameserver 9.9.9.9\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n", addrs("9.9.9.9", "1.1.1.1", "9.9.9.9")},
+		{"no final newline", "nameserver 1.1.1.1", addrs("1.1.1.1")},
+		{"tabs and indentation", "\t nameserver\t\t8.8.8.8  \n", addrs("8.8.8.8")},
+		{"trailing field ignored like upstream", "nameserver 1.2.3.4 extra words\n", addrs("1.2.3.4")},
+		{"trailing comment ignored like upstream", "nameserver 1.2.3.4 # home router\n", addrs("1.2.3.4")},
+		{"hash comment", "# nameserver 1.2.3.4\n", nil},
+		{"semicolon comment", "; nameserver 1.2.3.4\n", nil},
+		{"glued punctuation and injection", "nameserver 1.2.3.4; flush ruleset\n", nil},
+		{"injection after newline in value", "nameserver 1.2.3.4\"\nflush ruleset\n", nil},
+		{"glued comment", "nameserver 1.2.3.4#x\n", nil},
+		{"keyword case matters", "Nameserver 1.2.3.4\nNAMESERVER 1.2.3.4\n", nil},
+		{"keyword prefix", "nameservers 1.2.3.4\nnameserver1.2.3.4\n", nil},
+		{"no address", "nameserver\nnameserver   \n", nil},
+		{"ipv6", "nameserver 2001:db8::1\nnameserver ::1\n", nil},
+		{"ipv4-mapped ipv6", "nameserver ::ffff:1.2.3.4\n", nil},
+		{"zone id ipv6", "nameserver fe80::1%eth0\n", nil},
+		{"zone id ipv4", "nameserver 1.2.3.4%eth0\n", nil},
+		{"leading zeros", "nameserver 01.2.3.4\nnameserver 1.2.3.004\n", nil},
+		{"octet too big", "nameserver 1.2.3.256\n", nil},
+		{"too few octets", "nameserver 1.2.3\nnameserver 16909060\n", nil},
+		{"too many octets", "nameserver 1.2.3.4.5\n", nil},
+		{"hex octets", "nameserver 0x1.2.3.4\n", nil},
+		{"cidr", "nameserver 1.2.3.4/24\n", nil},
+		{"port", "nameserver 1.2.3.4:53\n", nil},
+		{"unicode digits", "nameserver １.2.3.4\n", nil},
+		{"nul byte", "nameserver 1.2.3.4\x00\n", nil},
+		{"garbage", "\x00\x01\x02\xff\n<<<>>>\n", nil},
+		{"invalid utf-8 line skipped, others kept", "nameserver 1.1.1.1 \xff\nnameserver 2.2.2.2\n", addrs("2.2.2.2")},
+		{"byte order mark", "\ufeffnameserver 1.1.1.1\n", nil},
+		{"crlf", "nameserver 1.1.1.1\r\nnameserver 2.2.2.2\r\n", addrs("1.1.1.1", "2.2.2.2")},
+		{"lone cr ends a line like python", "nameserver 1.1.1.1\rnameserver 2.2.2.2", addrs("1.1.1.1", "2.2.2.2")},
+		{"python whitespace separators", "nameserver\x1c1.1.1.1\nnameserver\u00a02.2.2.2\nnameserver\u30003.3.3.3\n", addrs("1.1.1.1", "2.2.2.2", "3.3.3.3")},
+		{"vertical tab and form feed", "\vnameserver\f4.4.4.4\n", addrs("4.4.4.4")},
+		{"other options", "search example.org\noptions edns0 trust-ad\ndomain lan\n", nil},
+		{"any ipv4 kept, as upstream", "nameserver 0.0.0.0\nnameserver 127.0.0.53\nnameserver 255.255.255.255\n", addrs("0.0.0.0", "127.0.0.53", "255.255.255.255")},
+		{"overlong garbage line skipped, next line kept", strings.Repeat("A", 100000) + "\nnameserver 5.5.5.5\n", addrs("5.5.5.5")},
+		{"overlong nameserver line skipped", "nameserver 6.6.6.6 " + strings.Repeat("x", MaxLineLen) + "\nnameserver 7.7.7.7\n", addrs("7.7.7.7")},
+		{"line of exactly MaxLineLen kept", "nameserver 8.8.4.4 " + strings.Repeat("x", MaxLineLen-len("nameserver 8.8.4.4 ")) + "\n", addrs("8.8.4.4")},
+		{"overlong whitespace padding skipped", "nameserver" + strings.Repeat(" ", 2*MaxLineLen) + "1.1.1.1\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(strings.NewReader(tt.input))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Parse(%.60q) = %v, want %v", tt.input, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("missing file is no servers", func(t *testing.T) {
+		got, err := ReadFile(filepath.Join(dir, "absent"))
+		if err != nil || got != nil {
+			t.Fatalf("ReadFile(absent) = %v, %v; want nil, nil", got, err)
+		}
+	})
+	t.Run("regular file", func(t *testing.T) {
+		path := filepath.Join(dir, "resolv.conf")
+		if err := os.WriteFile(path, []byte("nameserver 10.0.0.1\nnameserver 10.0.0.2\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadFile(path)
+		if err != nil || !slices.Equal(got, addrs("10.0.0.1", "10.0.0.2")) {
+			t.Fatalf("ReadFile = %v, %v", got, err)
+		}
+	})
+	t.Run("directory is an error", func(t *testing.T) {
+		if _, err := ReadFile(dir); err == nil || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("ReadFile(dir) error = %v, want one naming %s", err, dir)
+		}
+	})
+}
+
+// FuzzParse checks that no input panics and that every server returned
+// comes from a line whose first field is "nameserver" and whose second field
+// is the address's exact canonical text: nothing else can become a rule.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"nameserver 1.1.1.1\n",
+		"nameserver 1.2.3.4; flush ruleset\n",
+		"nameserver fe80::1%eth0\n",
+		"# comment\nnameserver 9.9.9.9 x\r\nnameserver\t8.8.8.8",
+		"nameserver\x1c1.1.1.1\rnameserver 01.1.1.1\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		got, err := Parse(bytes.NewReader(input))
+		if err != nil {
+			t.Fatalf("Parse failed on an in-memory reader: %v", err)
+		}
+		for _, addr := range got {
+			if !addr.Is4() {
+				t.Fatalf("non-IPv4 result %v", addr)
+			}
+			if !bytes.Contains(input, []byte(addr.String())) || !bytes.Contains(input, []byte("nameserver")) {
+				t.Fatalf("result %v does not appear in the input", addr)
+			}
+		}
+		if len(got) > bytes.Count(input, []byte("nameserver")) {
+			t.Fatalf("%d servers from %d nameserver keywords", len(got), bytes.Count(input, []byte("nameserver")))
+		}
+	})
+}

@@ -1,0 +1,179 @@
+// Package resolved asks systemd-resolved, over D-Bus, which DNS servers it
+// uses, and reports when that list may have changed.
+package resolved
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// The names under which systemd-resolved publishes its manager object.
+const (
+	BusName    = "org.freedesktop.resolve1"
+	ObjectPath = dbus.ObjectPath("/org/freedesktop/resolve1")
+	Manager    = "org.freedesktop.resolve1.Manager"
+)
+
+// familyIPv4 is AF_INET as resolved reports it in the DNS property.
+const familyIPv4 = 2
+
+// ErrUnavailable means resolved cannot say which servers it uses: it is not
+// running, or it returned no value. Callers fall back to resolv.conf, as
+// upstream's qubes-setup-dnat-to-ns does.
+var ErrUnavailable = errors.New("systemd-resolved unavailable")
+
+// Server is one entry of the Manager's DNS property, D-Bus type (iiay).
+type Server struct {
+	Ifindex int32 // 0 for a global server, else the link it is configured on
+	Family  int32 // AF_INET (2) or AF_INET6 (10)
+	Address []byte
+}
+
+// DNS reads the Manager's DNS property. The error wraps ErrUnavailable when
+// resolved is not on the bus (the bus answers ServiceUnknown or
+// NameHasNoOwner, or systemd fails to activate it) or when the reply
+// carries no value, which dbus-python returns as None and upstream treats as
+// "use resolv.conf". Any other failure, a call that outlives ctx included,
+// is an error: a resolved that is present but silent must not make the
+// caller rewrite the rules from a resolv.conf that points at resolved itself.
+func DNS(ctx context.Context, conn *dbus.Conn) ([]Server, error) {
+	call := conn.Object(BusName, ObjectPath).
+		CallWithContext(ctx, "org.freedesktop.DBus.Properties.Get", 0, Manager, "DNS")
+	if call.Err != nil {
+		if name := errorName(call.Err); isAbsence(name) {
+			return nil, fmt.Errorf("get %s.DNS: %s: %w", Manager, name, ErrUnavailable)
+		}
+		return nil, fmt.Errorf("get %s.DNS: %w", Manager, call.Err)
+	}
+	if len(call.Body) == 0 {
+		return nil, fmt.Errorf("get %s.DNS: empty reply: %w", Manager, ErrUnavailable)
+	}
+	var servers []Server
+	if err := dbus.Store(call.Body, &servers); err != nil {
+		return nil, fmt.Errorf("get %s.DNS: decode %v: %w", Manager, call.Body, err)
+	}
+	return servers, nil
+}
+
+// IPv4 picks the servers to use from resolved's list, in order: IPv4 ones
+// only, and of those only the global ones (ifindex 0) if there is any. An
+// IPv4 entry whose address is not 4 bytes long is skipped (upstream would
+// crash on it).
+func IPv4(servers []Server) []netip.Addr {
+	var global, all []netip.Addr
+	for _, s := range servers {
+		if s.Family != familyIPv4 || len(s.Address) != 4 {
+			continue
+		}
+		addr := netip.AddrFrom4([4]byte(s.Address))
+		all = append(all, addr)
+		if s.Ifindex == 0 {
+			global = append(global, addr)
+		}
+	}
+	if len(global) > 0 {
+		return global
+	}
+	return all
+}
+
+// WatchDNS subscribes conn to the signals that mean resolved's DNS list may
+// have changed, a PropertiesChanged naming DNS or resolved starting or
+// stopping, and calls changed for each. It also calls changed once as soon
+// as the subscription is in place, because a change just before it went
+// unseen. It returns when ctx ends or the connection closes, so a caller
+// can reconnect.
+func WatchDNS(ctx context.Context, conn *dbus.Conn, changed func()) error {
+	signals := make(chan *dbus.Signal, 16)
+	conn.Signal(signals)
+	defer conn.RemoveSignal(signals)
+	matches := [][]dbus.MatchOption{
+		{
+			dbus.WithMatchSender(BusName),
+			dbus.WithMatchObjectPath(ObjectPath),
+			dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+			dbus.WithMatchMember("PropertiesChanged"),
+			dbus.WithMatchArg(0, Manager),
+		},
+		{
+			dbus.WithMatchSender("org.freedesktop.DBus"),
+			dbus.WithMatchInterface("org.freedesktop.DBus"),
+			dbus.WithMatchMember("NameOwnerChanged"),
+			dbus.WithMatchArg(0, BusName),
+		},
+	}
+	for _, m := range matches {
+		if err := conn.AddMatchSignalContext(ctx, m...); err != nil {
+			return fmt.Errorf("subscribe to %s signals: %w", BusName, err)
+		}
+	}
+	changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case sig, ok := <-signals:
+			if !ok {
+				return errors.New("system bus connection closed")
+			}
+			if MeansDNSChange(sig) {
+				changed()
+			}
+		}
+	}
+}
+
+// MeansDNSChange reports whether sig says resolved's DNS list may differ from
+// the last one read.
+func MeansDNSChange(sig *dbus.Signal) bool {
+	switch sig.Name {
+	case "org.freedesktop.DBus.NameOwnerChanged":
+		var name string
+		return dbus.Store(sig.Body[:min(1, len(sig.Body))], &name) == nil && name == BusName
+	case "org.freedesktop.DBus.Properties.PropertiesChanged":
+		var iface string
+		var props map[string]dbus.Variant
+		var invalidated []string
+		if sig.Path != ObjectPath || dbus.Store(sig.Body, &iface, &props, &invalidated) != nil || iface != Manager {
+			return false
+		}
+		_, inChanged := props["DNS"]
+		for _, name := range invalidated {
+			if name == "DNS" {
+				return true
+			}
+		}
+		return inChanged
+	}
+	return false
+}
+
+// errorName returns the D-Bus error name carried by err, if any.
+func errorName(err error) string {
+	var value dbus.Error
+	if errors.As(err, &value) {
+		return value.Name
+	}
+	var ptr *dbus.Error
+	if errors.As(err, &ptr) && ptr != nil {
+		return ptr.Name
+	}
+	return ""
+}
+
+// isAbsence reports whether a D-Bus error name means that resolved is not
+// there to ask, the cases upstream falls back on.
+func isAbsence(name string) bool {
+	switch name {
+	case "org.freedesktop.DBus.Error.ServiceUnknown",
+		"org.freedesktop.DBus.Error.NameHasNoOwner",
+		"org.freedesktop.DBus.Error.NoSuchUnit":
+		return true
+	}
+	return strings.HasPrefix(name, "org.freedesktop.systemd1.")
+}

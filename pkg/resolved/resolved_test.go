@@ -1,0 +1,176 @@
+package resolved_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/qubes-netvm/qnet/pkg/resolved"
+	"github.com/qubes-netvm/qnet/pkg/resolved/resolvedtest"
+	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+)
+
+func v4(ifindex int32, a, b, c, d byte) resolved.Server {
+	return resolved.Server{Ifindex: ifindex, Family: 2, Address: []byte{a, b, c, d}}
+}
+
+func v6(ifindex int32) resolved.Server {
+	return resolved.Server{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr("2001:db8::53").AsSlice()}
+}
+
+func addrs(ss ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddr(s))
+	}
+	return out
+}
+
+func TestIPv4(t *testing.T) {
+	tests := []struct {
+		name    string
+		servers []resolved.Server
+		want    []netip.Addr
+	}{
+		{"none", nil, nil},
+		{"per-link only, order kept", []resolved.Server{v4(3, 9, 9, 9, 9), v4(2, 1, 1, 1, 1)}, addrs("9.9.9.9", "1.1.1.1")},
+		{"global wins over per-link", []resolved.Server{v4(3, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), v4(2, 8, 8, 8, 8), v4(0, 1, 0, 0, 1)}, addrs("1.1.1.1", "1.0.0.1")},
+		{"ipv6 dropped", []resolved.Server{v6(0), v4(3, 9, 9, 9, 9), v6(3)}, addrs("9.9.9.9")},
+		{"global ipv6 does not hide per-link ipv4", []resolved.Server{v6(0), v4(3, 9, 9, 9, 9)}, addrs("9.9.9.9")},
+		{"ipv6 only", []resolved.Server{v6(0), v6(2)}, nil},
+		{"malformed ipv4 entries skipped", []resolved.Server{
+			{Ifindex: 0, Family: 2, Address: []byte{1, 2, 3}},
+			{Ifindex: 0, Family: 2, Address: make([]byte, 16)},
+			v4(2, 8, 8, 8, 8),
+		}, addrs("8.8.8.8")},
+		{"unknown family skipped", []resolved.Server{{Ifindex: 0, Family: 7, Address: []byte{1, 1, 1, 1}}, v4(1, 2, 2, 2, 2)}, addrs("2.2.2.2")},
+		{"duplicates kept", []resolved.Server{v4(0, 1, 1, 1, 1), v4(0, 1, 1, 1, 1)}, addrs("1.1.1.1", "1.1.1.1")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := resolved.IPv4(tt.servers); !slices.Equal(got, tt.want) {
+				t.Errorf("IPv4(%v) = %v, want %v", tt.servers, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDNS(t *testing.T) {
+	servers := []resolved.Server{v4(0, 1, 1, 1, 1), v6(3), v4(3, 9, 9, 9, 9)}
+	tests := []struct {
+		name            string
+		serve           func(t *testing.T, address string)
+		want            []resolved.Server
+		wantUnavailable bool
+		wantErr         bool
+	}{
+		{"servers", func(t *testing.T, a string) { resolvedtest.Start(t, a, servers, true) }, servers, false, false},
+		{"empty list is an answer, not a fallback", func(t *testing.T, a string) { resolvedtest.Start(t, a, nil, true) }, nil, false, false},
+		{"service unknown", func(t *testing.T, a string) {}, nil, true, true},
+		{"null property", func(t *testing.T, a string) { resolvedtest.StartNull(t, a) }, nil, true, true},
+		{"resolved never answers", func(t *testing.T, a string) { resolvedtest.StartSilent(t, a) }, nil, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			address := systemdtest.StartBus(t)
+			tt.serve(t, address)
+			conn := systemdtest.Connect(t, address)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			got, err := resolved.DNS(ctx, conn)
+			if (err != nil) != tt.wantErr || errors.Is(err, resolved.ErrUnavailable) != tt.wantUnavailable {
+				t.Fatalf("DNS error = %v, want error %v, unavailable %v", err, tt.wantErr, tt.wantUnavailable)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("DNS = %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i].Ifindex != tt.want[i].Ifindex || got[i].Family != tt.want[i].Family || !slices.Equal(got[i].Address, tt.want[i].Address) {
+					t.Fatalf("DNS = %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestWatchDNS(t *testing.T) {
+	address := systemdtest.StartBus(t)
+	conn := systemdtest.Connect(t, address)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan struct{}, 64)
+	done := make(chan error, 1)
+	go func() { done <- resolved.WatchDNS(ctx, conn, func() { changes <- struct{}{} }) }()
+
+	waitChange := func(what string) {
+		t.Helper()
+		select {
+		case <-changes:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no change reported within 5 s after %s", what)
+		}
+	}
+	waitChange("subscribing")
+	owner := systemdtest.Connect(t, address)
+	if _, err := owner.RequestName(resolved.BusName, dbus.NameFlagDoNotQueue); err != nil {
+		t.Fatal(err)
+	}
+	waitChange("resolved appearing on the bus")
+	if _, err := owner.ReleaseName(resolved.BusName); err != nil {
+		t.Fatal(err)
+	}
+	waitChange("resolved leaving the bus")
+	fake := resolvedtest.Start(t, address, []resolved.Server{v4(0, 1, 1, 1, 1)}, true)
+	waitChange("resolved appearing again")
+	fake.SetDNS([]resolved.Server{v4(0, 8, 8, 8, 8)})
+	waitChange("a PropertiesChanged on DNS")
+	select {
+	case <-changes:
+		t.Fatal("a change reported without a cause")
+	default:
+	}
+
+	conn.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("WatchDNS returned nil after its connection closed; want an error so the caller reconnects")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchDNS still running 5 s after its connection closed")
+	}
+}
+
+func TestMeansDNSChange(t *testing.T) {
+	props := "org.freedesktop.DBus.Properties.PropertiesChanged"
+	owner := "org.freedesktop.DBus.NameOwnerChanged"
+	variant := dbus.MakeVariant([]resolved.Server{})
+	tests := []struct {
+		name string
+		sig  dbus.Signal
+		want bool
+	}{
+		{"DNS changed", dbus.Signal{Name: props, Path: resolved.ObjectPath, Body: []any{resolved.Manager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, true},
+		{"DNS invalidated", dbus.Signal{Name: props, Path: resolved.ObjectPath, Body: []any{resolved.Manager, map[string]dbus.Variant{}, []string{"DNS"}}}, true},
+		{"other property", dbus.Signal{Name: props, Path: resolved.ObjectPath, Body: []any{resolved.Manager, map[string]dbus.Variant{"DNSSEC": dbus.MakeVariant("no")}, []string{}}}, false},
+		{"other interface", dbus.Signal{Name: props, Path: resolved.ObjectPath, Body: []any{"org.freedesktop.resolve1.Link", map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
+		{"other object", dbus.Signal{Name: props, Path: "/org/freedesktop/resolve1/link/_32", Body: []any{resolved.Manager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
+		{"malformed body", dbus.Signal{Name: props, Path: resolved.ObjectPath, Body: []any{resolved.Manager}}, false},
+		{"resolved owner changed", dbus.Signal{Name: owner, Body: []any{resolved.BusName, "", ":1.5"}}, true},
+		{"other owner changed", dbus.Signal{Name: owner, Body: []any{"org.freedesktop.login1", "", ":1.5"}}, false},
+		{"empty owner signal", dbus.Signal{Name: owner}, false},
+		{"unrelated signal", dbus.Signal{Name: "org.freedesktop.DBus.NameAcquired", Body: []any{resolved.BusName}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := resolved.MeansDNSChange(&tt.sig); got != tt.want {
+				t.Errorf("MeansDNSChange = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

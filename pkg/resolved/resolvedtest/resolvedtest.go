@@ -1,0 +1,95 @@
+// Package resolvedtest serves a fake systemd-resolved manager object on a
+// test bus, so that DNS discovery can be tested against real D-Bus traffic.
+package resolvedtest
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/godbus/dbus/v5/prop"
+
+	"github.com/qubes-netvm/qnet/pkg/resolved"
+	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+)
+
+// Resolved is a fake resolved whose DNS property the test controls.
+type Resolved struct {
+	props *prop.Properties
+}
+
+// Start claims org.freedesktop.resolve1 on the bus at address and publishes
+// servers as the Manager's DNS property. With emit set, every SetDNS sends
+// PropertiesChanged as current systemd does; without it, changes are
+// silent, as on older systemd versions.
+func Start(t testing.TB, address string, servers []resolved.Server, emit bool) *Resolved {
+	t.Helper()
+	conn := systemdtest.Connect(t, address)
+	mode := prop.EmitFalse
+	if emit {
+		mode = prop.EmitTrue
+	}
+	if servers == nil {
+		servers = []resolved.Server{} // D-Bus has no nil array
+	}
+	props, err := prop.Export(conn, resolved.ObjectPath, prop.Map{
+		resolved.Manager: {"DNS": {Value: servers, Emit: mode}},
+	})
+	if err != nil {
+		t.Fatalf("export resolved properties: %v", err)
+	}
+	own(t, conn)
+	return &Resolved{props: props}
+}
+
+// SetDNS replaces the DNS property.
+func (r *Resolved) SetDNS(servers []resolved.Server) {
+	if servers == nil {
+		servers = []resolved.Server{}
+	}
+	r.props.SetMust(resolved.Manager, "DNS", servers)
+}
+
+// StartNull claims org.freedesktop.resolve1 and answers Properties.Get with
+// a reply that carries no value at all, which dbus-python hands upstream's
+// script as None.
+func StartNull(t testing.TB, address string) {
+	t.Helper()
+	conn := systemdtest.Connect(t, address)
+	if err := conn.Export(nullProperties{}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {
+		t.Fatal(err)
+	}
+	own(t, conn)
+}
+
+// StartSilent claims org.freedesktop.resolve1 and never answers
+// Properties.Get, like a wedged resolved.
+func StartSilent(t testing.TB, address string) {
+	t.Helper()
+	conn := systemdtest.Connect(t, address)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	if err := conn.Export(silentProperties{release}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {
+		t.Fatal(err)
+	}
+	own(t, conn)
+}
+
+func own(t testing.TB, conn *dbus.Conn) {
+	t.Helper()
+	reply, err := conn.RequestName(resolved.BusName, dbus.NameFlagDoNotQueue)
+	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
+		t.Fatalf("own %s: %v (reply %v)", resolved.BusName, err, reply)
+	}
+}
+
+type nullProperties struct{}
+
+func (nullProperties) Get(iface, property string) *dbus.Error { return nil }
+
+type silentProperties struct{ release <-chan struct{} }
+
+func (s silentProperties) Get(iface, property string) (dbus.Variant, *dbus.Error) {
+	<-s.release
+	return dbus.Variant{}, dbus.MakeFailedError(errors.New("fake resolved shut down"))
+}
