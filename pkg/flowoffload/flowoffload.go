@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,6 +91,9 @@ func Queue(c *nftables.Conn, devs []string) error {
 		Policy:   &accept,
 	})
 	protocols := &nftables.Set{
+		// The id only names the set within this batch; fixing it keeps the
+		// batch identical from run to run.
+		ID:        1,
 		Table:     table,
 		Anonymous: true,
 		Constant:  true,
@@ -141,24 +145,101 @@ func Lock(path string) (unlock func(), err error) {
 	return func() { f.Close() }, nil
 }
 
-// Present reports whether the table exists and its flowtable lists dev, so
-// that an offline can leave a table it has nothing to do with untouched.
-func Present(c *nftables.Conn, dev string) (bool, error) {
-	table, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+// Installed returns the devices the kernel's flowtable covers (found is
+// false when the table or its flowtable does not exist). It asks for the
+// one flowtable by name: google/nftables v0.3.0's dump-based listing does
+// not read these back reliably.
+func Installed() (devs []string, found bool, err error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: nftables.NFTA_FLOWTABLE_TABLE, Data: []byte(TableName + "\x00")},
+		{Type: nftables.NFTA_FLOWTABLE_NAME, Data: []byte(FlowtableName + "\x00")},
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("netfilter netlink socket: %w", err)
+	}
+	defer conn.Close()
+	replies, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | nftables.NFT_MSG_GETFLOWTABLE),
+			Flags: netlink.Request,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
 	if errors.Is(err, unix.ENOENT) {
-		return false, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("look up table inet %s: %w", TableName, err)
+		return nil, false, fmt.Errorf("read flowtable %s of inet %s: %w", FlowtableName, TableName, err)
 	}
-	fts, err := c.ListFlowtables(table)
+	for _, m := range replies {
+		if len(m.Data) < 4 {
+			continue
+		}
+		devs, err := parseDevices(m.Data[4:])
+		if err != nil {
+			return nil, false, fmt.Errorf("decode flowtable %s: %w", FlowtableName, err)
+		}
+		slices.Sort(devs)
+		return devs, true, nil
+	}
+	return nil, false, fmt.Errorf("read flowtable %s of inet %s: empty reply", FlowtableName, TableName)
+}
+
+// parseDevices finds NFTA_FLOWTABLE_HOOK / NFTA_FLOWTABLE_HOOK_DEVS /
+// NFTA_DEVICE_NAME in a flowtable message's attributes.
+func parseDevices(b []byte) ([]string, error) {
+	var devs []string
+	err := walk(b, nftables.NFTA_FLOWTABLE_HOOK, func(hook []byte) error {
+		return walk(hook, nftables.NFTA_FLOWTABLE_DEVS, func(list []byte) error {
+			ad, err := netlink.NewAttributeDecoder(list)
+			if err != nil {
+				return err
+			}
+			for ad.Next() {
+				if ad.Type() == nftables.NFTA_DEVICE_NAME {
+					devs = append(devs, ad.String())
+				}
+			}
+			return ad.Err()
+		})
+	})
+	return devs, err
+}
+
+// walk calls fn with the payload of every attribute of type typ in b.
+func walk(b []byte, typ uint16, fn func([]byte) error) error {
+	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
-		return false, fmt.Errorf("list flowtables of inet %s: %w", TableName, err)
+		return err
 	}
-	for _, ft := range fts {
-		if ft.Name == FlowtableName && slices.Contains(ft.Devices, dev) {
-			return true, nil
+	for ad.Next() {
+		if ad.Type() == typ {
+			if err := fn(ad.Bytes()); err != nil {
+				return err
+			}
 		}
 	}
-	return false, nil
+	return ad.Err()
+}
+
+// Verify checks that the kernel's flowtable covers exactly devs (sorted):
+// google/nftables v0.3.0 can report a batch as applied when the kernel
+// rejected its last message right after autoloading a module (issue #329),
+// and a flowtable is exactly such a batch.
+func Verify(devs []string) error {
+	got, found, err := Installed()
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("flowtable %s is missing from table inet %s", FlowtableName, TableName)
+	}
+	if !slices.Equal(got, devs) {
+		return fmt.Errorf("flowtable %s covers %v, want %v", FlowtableName, got, devs)
+	}
+	return nil
 }

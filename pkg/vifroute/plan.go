@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -14,6 +15,7 @@ import (
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
 	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
+	"github.com/qubes-netvm/qnet/pkg/nftverify"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
 
@@ -230,7 +232,8 @@ func rebuildFlowtable(name string, leaving bool) Step {
 			return err
 		}
 		if leaving {
-			if listed, err := flowoffload.Present(c, name); err != nil || !listed {
+			installed, _, err := flowoffload.Installed()
+			if err != nil || !slices.Contains(installed, name) {
 				return err
 			}
 		}
@@ -241,7 +244,7 @@ func rebuildFlowtable(name string, leaving bool) Step {
 		if err := flowoffload.Queue(c, devs); err != nil {
 			return err
 		}
-		if err := c.Flush(); err != nil {
+		if err := nftverify.Flush(c, func() error { return flowoffload.Verify(devs) }); err != nil {
 			return fmt.Errorf("replace table inet %s with devices %v: %w", flowoffload.TableName, devs, err)
 		}
 		return nil
