@@ -56,6 +56,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "vif-route-qubes: %v (see --help)\n", err)
 		return 1
 	}
 	if *showVersion {
@@ -95,6 +96,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer xs.Close()
+	// Where both udev rules and the toolstack run hotplug scripts, the
+	// toolstack marks that it does so; the udev-started run then steps aside.
+	if env("UDEV_CALL") != "" {
+		if _, err := xs.Read("libxl/disable_udev"); err == nil {
+			log.Debug("the toolstack runs hotplug scripts itself (libxl/disable_udev); nothing to do")
+			return 0
+		}
+	}
 
 	opts.LinkWait = *linkWait
 	var db *qubesdb.Client

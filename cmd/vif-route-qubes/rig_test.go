@@ -130,27 +130,25 @@ func (r *rig) direct(vif string, domid, devid int, extraEnv []string, args ...st
 	return cmd
 }
 
-// command is direct, run inside the netvm namespace through `ip netns exec`.
-func (r *rig) command(vif string, domid, devid int, extraEnv []string, args ...string) *exec.Cmd {
-	cmd := r.direct(vif, domid, devid, extraEnv, args...)
-	cmd.Args = append([]string{"ip", "netns", "exec", r.sb.NetVM.Name}, cmd.Args...)
-	cmd.Path = "/usr/sbin/ip"
-	if p, err := exec.LookPath("ip"); err == nil {
-		cmd.Path = p
-	}
-	return cmd
+// startIn starts cmd from a thread inside the netvm namespace, so the
+// process runs there with the host's mount namespace, as a hotplug script
+// does in a real netvm. (`ip netns exec` would give it a private mount
+// namespace, and the bind mount NAT mode makes for its namespace would
+// vanish with the process.)
+func (r *rig) startIn(cmd *exec.Cmd) error {
+	return r.sb.NetVM.Do(cmd.Start)
 }
 
 // start runs the binary in the background; the caller reads its standard
 // error and waits for it.
 func (r *rig) start(vif string, domid, devid int, args ...string) (*exec.Cmd, io.Reader) {
 	r.t.Helper()
-	cmd := r.command(vif, domid, devid, nil, args...)
+	cmd := r.direct(vif, domid, devid, nil, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := r.startIn(cmd); err != nil {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { _ = cmd.Process.Kill() })
@@ -160,10 +158,13 @@ func (r *rig) start(vif string, domid, devid int, args ...string) (*exec.Cmd, io
 // hotplug runs the binary to completion.
 func (r *rig) hotplug(vif string, domid, devid int, extraEnv []string, args ...string) result {
 	r.t.Helper()
-	cmd := r.command(vif, domid, devid, extraEnv, args...)
+	cmd := r.direct(vif, domid, devid, extraEnv, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	err := r.startIn(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
 	res := result{stdout: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
 		res.code = ee.ExitCode()

@@ -122,13 +122,13 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 	if err != nil {
 		return nil, err
 	}
-	if err := in.readQubesDB(db); err != nil {
+	if err := in.readQubesDB(db, log); err != nil {
 		return nil, err
 	}
 	return in, nil
 }
 
-func (in *Inputs) readQubesDB(db Store) error {
+func (in *Inputs) readQubesDB(db Store, log *slog.Logger) error {
 	read := func(path string) (string, bool, error) {
 		v, err := db.Read(path)
 		if errors.Is(err, qubesdb.ErrNotFound) {
@@ -181,6 +181,7 @@ func (in *Inputs) readQubesDB(db Store) error {
 			return err
 		}
 		if visible != "" && visibleGW != "" && visible != ip4.String() {
+
 			m := &Mapping{}
 			if m.VisibleIP, err = parseIPv4(visible); err != nil {
 				return fmt.Errorf("QubesDB %s/visible-ip: %w", prefix, err)
@@ -189,6 +190,16 @@ func (in *Inputs) readQubesDB(db Store) error {
 				return fmt.Errorf("QubesDB %s/visible-gateway: %w", prefix, err)
 			}
 			in.Mapped = m
+			if in.Action == hotplug.Online {
+				if err := in.natSpec().Validate(); err != nil {
+					return err
+				}
+			}
+			for _, a := range in.Addrs {
+				if a.Is6() {
+					log.Warn("NAT mode does not support IPv6: address skipped", "addr", a)
+				}
+			}
 		}
 	}
 	return nil

@@ -20,8 +20,11 @@ import (
 )
 
 func planOnline(in *Inputs, opts Options) []Step {
-	entries := in.entries()
 	var steps []Step
+	if in.Mapped != nil {
+		in = in.withoutIPv6()
+	}
+	entries := in.entries()
 	if len(entries) > 0 {
 		steps = append(steps, checkRuleset(entries))
 	}
@@ -31,7 +34,7 @@ func planOnline(in *Inputs, opts Options) []Step {
 		rebuildFlowtable(in.Name, false),
 	)
 	if in.Mapped != nil {
-		steps = append(steps, natModeSteps(in)...)
+		steps = append(steps, natMode(in))
 	}
 	if in.Harden {
 		steps = append(steps, harden(in.Name, opts))
@@ -60,6 +63,9 @@ func planOnline(in *Inputs, opts Options) []Step {
 }
 
 func planOffline(in *Inputs, opts Options) []Step {
+	if in.Mapped != nil {
+		in = in.withoutIPv6()
+	}
 	entries := in.entries()
 	var steps []Step
 	if len(entries) > 0 {
@@ -81,10 +87,20 @@ func planOffline(in *Inputs, opts Options) []Step {
 			}
 		}
 	}
-	if in.Mapped != nil {
-		steps = append(steps, natModeOffline(in)...)
+	return append(steps, natTeardown(in.Name), rebuildFlowtable(in.Name, true))
+}
+
+// withoutIPv6 is the inputs of NAT mode, which handles IPv4 only.
+func (in *Inputs) withoutIPv6() *Inputs {
+	v4 := *in
+	v4.Addrs = nil
+	for _, a := range in.Addrs {
+		if a.Is4() {
+			v4.Addrs = append(v4.Addrs, a)
+		}
 	}
-	return append(steps, rebuildFlowtable(in.Name, true))
+	v4.Gateway6 = netip.Addr{}
+	return &v4
 }
 
 func (in *Inputs) entries() []antispoof.Entry {
