@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/pkg/nsthread"
 )
 
 // netnsDir is where iproute2 keeps named network namespaces.
@@ -36,27 +37,7 @@ func createNamed(name string, init func() error) error {
 		return errors.Join(fmt.Errorf("create namespace file: %w", err), removeNamed(name))
 	}
 
-	result := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("open the thread's network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		err = unshareAndBind(path, init)
-		if serr := netns.Set(orig); serr != nil {
-			// The thread stays locked, so it ends with this goroutine
-			// instead of running other goroutines in the wrong namespace.
-			result <- errors.Join(err, fmt.Errorf("return thread to its network namespace: %w", serr))
-			return
-		}
-		runtime.UnlockOSThread()
-		result <- err
-	}()
-	if err := <-result; err != nil {
+	if err := nsthread.Run(func() error { return unshareAndBind(path, init) }); err != nil {
 		return errors.Join(fmt.Errorf("create namespace %s: %w", name, err), removeNamed(name))
 	}
 	return nil

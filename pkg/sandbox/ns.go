@@ -3,16 +3,16 @@ package sandbox
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/qubes-netvm/qnet/pkg/nsthread"
 )
 
 // NS is a named network namespace, as `ip netns` names it.
@@ -43,30 +43,10 @@ func (n *NS) Do(fn func() error) error {
 	}
 	defer target.Close()
 
-	result := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("enter netns %s: %w", n.Name, err)
-			return
-		}
-		fnErr := fn()
-		if err := netns.Set(orig); err != nil {
-			result <- errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", n.Name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		result <- fnErr
-	}()
-	return <-result
+	if err := nsthread.In(target, fn); err != nil {
+		return fmt.Errorf("in netns %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // Handle opens the namespace; the caller closes it.
