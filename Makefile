@@ -57,7 +57,7 @@ bench: build
 vmtest: build
 	vmtest/run.sh
 
-demo: build
+demo:
 	scripts/demo.sh $(if $(KEEP),--keep)
 
 demo-clean:
