@@ -1,6 +1,8 @@
 package dnat
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -10,6 +12,9 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
 	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
@@ -209,9 +214,16 @@ func TestReplaceIsAtomic(t *testing.T) {
 	var netlinkReads, nftReads atomic.Int64
 	failures := make(chan string, 100)
 	wg.Add(2)
-	go func() { // netlink reader: one chain dump, one rule dump
+	go func() { // netlink reader: one chain dump, one rule dump, within one ruleset generation
 		defer wg.Done()
 		for !stop.Load() {
+			// Two dumps are one view only if no transaction committed in
+			// between (nft itself checks the generation the same way).
+			genBefore, err := generation(h)
+			if err != nil {
+				failures <- err.Error()
+				return
+			}
 			conn, err := nftables.New(nftables.WithNetNSFd(int(h)))
 			if err != nil {
 				failures <- err.Error()
@@ -228,14 +240,19 @@ func TestReplaceIsAtomic(t *testing.T) {
 					found = append(found, c)
 				}
 			}
+			var rules []*nftables.Rule
+			if len(found) == 1 {
+				if rules, err = conn.GetRules(table, found[0]); err != nil {
+					failures <- err.Error()
+					return
+				}
+			}
+			if genAfter, err := generation(h); err != nil || genAfter != genBefore {
+				continue // a replacement committed mid-read: not one view
+			}
 			if len(found) != 1 {
 				failures <- fmt.Sprintf("netlink reader found %d dnat-dns chains", len(found))
 				continue
-			}
-			rules, err := conn.GetRules(table, found[0])
-			if err != nil {
-				failures <- err.Error()
-				return
 			}
 			if n := len(rules); n != len(sets[0]) && n != len(sets[1]) {
 				failures <- fmt.Sprintf("netlink reader found %d rules", n)
@@ -284,4 +301,34 @@ func TestReplaceIsAtomic(t *testing.T) {
 
 func writeFile(path, content string) error {
 	return os.WriteFile(path, []byte(content), 0o644)
+}
+
+// generation asks the kernel for the ruleset's generation id, which every
+// committed nftables transaction increments.
+func generation(h netns.NsHandle) (uint32, error) {
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(h)})
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	replies, err := conn.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN), Flags: netlink.Request},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("get ruleset generation: %w", err)
+	}
+	for _, m := range replies {
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("get ruleset generation: no id in the reply")
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // clientGroup is the interface group of client vifs: their addresses and
@@ -41,9 +42,9 @@ func subscribeNetlink(ctx context.Context, ns *netns.NsHandle, log *slog.Logger,
 	var handle *netlink.Handle
 	var err error
 	if ns != nil {
-		handle, err = netlink.NewHandleAt(*ns)
+		handle, err = netlink.NewHandleAt(*ns, unix.NETLINK_ROUTE)
 	} else {
-		handle, err = netlink.NewHandle()
+		handle, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return err

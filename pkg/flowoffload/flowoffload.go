@@ -243,3 +243,8 @@ func Verify(devs []string) error {
 	}
 	return nil
 }
+
+// Remove queues the deletion of the whole table in c's batch.
+func Remove(c *nftables.Conn) {
+	c.DelTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
+}

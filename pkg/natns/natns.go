@@ -31,6 +31,7 @@ import (
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Spec is what NAT mode needs to know about one vif.
@@ -134,7 +135,7 @@ func Setup(s Spec) (undo func() error, err error) {
 
 // build does Setup's work on a clean slate; dismantle undoes any prefix of it.
 func build(caller netns.NsHandle, s Spec) error {
-	outside, err := netlink.NewHandleAt(caller)
+	outside, err := netlink.NewHandleAt(caller, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in the calling namespace: %w", err)
 	}
@@ -195,7 +196,7 @@ func prepareNamespace() error {
 // configureInside installs the translation table, the neighbours, the
 // addresses, and brings both devices up, all inside the namespace.
 func configureInside(nat netns.NsHandle, s Spec) error {
-	inside, err := netlink.NewHandleAt(nat)
+	inside, err := netlink.NewHandleAt(nat, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in namespace %s: %w", NamespaceName(s.Vif), err)
 	}
@@ -291,7 +292,7 @@ func dismantle(caller netns.NsHandle, vif string) error {
 
 // bringBack deletes the veth pair and moves the real vif to the caller.
 func bringBack(caller, nat netns.NsHandle, vif string) error {
-	inside, err := netlink.NewHandleAt(nat)
+	inside, err := netlink.NewHandleAt(nat, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("open netlink in namespace %s: %w", NamespaceName(vif), err)
 	}

@@ -5,17 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"path/filepath"
-	"slices"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
-	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
-	"github.com/qubes-netvm/qnet/pkg/nftverify"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
 
@@ -237,52 +233,13 @@ func rebuildFlowtable(name string, leaving bool) Step {
 	if leaving {
 		desc = "replace table inet qubes-nat-accel without " + name + " (if its flowtable lists it)"
 	}
-	rebuild := func(k *Kernel, exclude string) error {
-		unlock, err := flowoffload.Lock(k.opts.LockPath)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		c, err := k.nft()
-		if err != nil {
-			return err
-		}
-		if leaving {
-			installed, _, err := flowoffload.Installed()
-			if err != nil || !slices.Contains(installed, name) {
-				return err
-			}
-		}
-		devs, err := flowoffload.Devices(filepath.Join(k.opts.ProcSys, "net/ipv4/conf"), exclude)
-		if err != nil {
-			return err
-		}
-		if err := flowoffload.Queue(c, devs); err != nil {
-			return err
-		}
-		if err := nftverify.Flush(c, func() error { return flowoffload.Verify(devs) }); err != nil {
-			return fmt.Errorf("replace table inet %s with devices %v: %w", flowoffload.TableName, devs, err)
-		}
-		return nil
-	}
 	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
-		exclude := ""
-		if leaving {
-			exclude = name
-		}
-		if err := rebuild(k, exclude); err != nil {
+		undo, err := k.replaceFlowtable(name, leaving)
+		if err != nil {
 			k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
 			return nil, nil
 		}
-		if leaving {
-			return nil, nil
-		}
-		return func() error {
-			if err := rebuild(k, name); err != nil {
-				k.log.Warn("flow offload: could not drop the device again", "err", err)
-			}
-			return nil
-		}, nil
+		return undo, nil
 	}}
 }
 
