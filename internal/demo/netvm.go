@@ -144,37 +144,6 @@ func (s snapshot) withoutLinks() snapshot {
 	return slices.DeleteFunc(slices.Clone(s), func(l string) bool { return strings.HasPrefix(l, linkPrefix) })
 }
 
-// antispoofDrops sums the packet counters of a family's antispoof chain,
-// which count what it dropped.
-func antispoofDrops(netvm *sandbox.NS, family string) (uint64, error) {
-	var listing struct {
-		Nftables []struct {
-			Rule *struct {
-				Expr []struct {
-					Counter *struct {
-						Packets uint64 `json:"packets"`
-					} `json:"counter"`
-				} `json:"expr"`
-			} `json:"rule"`
-		} `json:"nftables"`
-	}
-	if err := netvm.NftJSON(&listing, "list", "chain", family, "qubes", "antispoof"); err != nil {
-		return 0, err
-	}
-	var packets uint64
-	for _, obj := range listing.Nftables {
-		if obj.Rule == nil {
-			continue
-		}
-		for _, e := range obj.Rule.Expr {
-			if e.Counter != nil {
-				packets += e.Counter.Packets
-			}
-		}
-	}
-	return packets, nil
-}
-
 // dnatRules lists the rules of chain ip qubes dnat-dns as nft prints them.
 func dnatRules(netvm *sandbox.NS) ([]string, error) {
 	out, err := netvm.Exec("nft", "list", "chain", "ip", "qubes", "dnat-dns")

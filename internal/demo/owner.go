@@ -396,7 +396,7 @@ func (d *demo) spoofDropped(c *client, source string) (bool, error) {
 		return false, err
 	}
 	defer func() { _, _ = c.NS.Exec("ip", "addr", "del", source+prefix, "dev", "eth0") }()
-	before, err := antispoofDrops(d.sb.NetVM, family)
+	before, err := d.sb.NetVM.AntispoofDrops(family)
 	if err != nil {
 		return false, err
 	}
@@ -405,7 +405,7 @@ func (d *demo) spoofDropped(c *client, source string) (bool, error) {
 		target = sandbox.InternetHost6
 	}
 	_, pingErr := c.NS.Exec("ping", "-c1", "-W1", "-I", source, target)
-	after, err := antispoofDrops(d.sb.NetVM, family)
+	after, err := d.sb.NetVM.AntispoofDrops(family)
 	if err != nil {
 		return false, err
 	}

@@ -52,35 +52,14 @@ func pingFails(t *testing.T, ns *sandbox.NS, target string, extra ...string) {
 	}
 }
 
-// antispoofDrops sums the packet counters of a family's antispoof chain.
+// antispoofDrops is NS.AntispoofDrops for tests.
 func antispoofDrops(t *testing.T, netvm *sandbox.NS, family string) uint64 {
 	t.Helper()
-	var listing struct {
-		Nftables []struct {
-			Rule *struct {
-				Expr []struct {
-					Counter *struct {
-						Packets uint64 `json:"packets"`
-					} `json:"counter"`
-				} `json:"expr"`
-			} `json:"rule"`
-		} `json:"nftables"`
-	}
-	if err := netvm.NftJSON(&listing, "list", "chain", family, "qubes", "antispoof"); err != nil {
+	n, err := netvm.AntispoofDrops(family)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var packets uint64
-	for _, obj := range listing.Nftables {
-		if obj.Rule == nil {
-			continue
-		}
-		for _, e := range obj.Rule.Expr {
-			if e.Counter != nil {
-				packets += e.Counter.Packets
-			}
-		}
-	}
-	return packets
+	return n
 }
 
 // TestHandConfiguredNetVMForwardsAndFilters wires one dual-stack client the

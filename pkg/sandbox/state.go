@@ -58,3 +58,35 @@ func StateDiff(a, b string) string {
 	}
 	return d.String()
 }
+
+// AntispoofDrops sums the packet counters of the base ruleset's antispoof
+// chain of family ("ip" or "ip6"), which count the spoofed packets it
+// dropped.
+func (n *NS) AntispoofDrops(family string) (uint64, error) {
+	var listing struct {
+		Nftables []struct {
+			Rule *struct {
+				Expr []struct {
+					Counter *struct {
+						Packets uint64 `json:"packets"`
+					} `json:"counter"`
+				} `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := n.NftJSON(&listing, "list", "chain", family, "qubes", "antispoof"); err != nil {
+		return 0, err
+	}
+	var packets uint64
+	for _, obj := range listing.Nftables {
+		if obj.Rule == nil {
+			continue
+		}
+		for _, e := range obj.Rule.Expr {
+			if e.Counter != nil {
+				packets += e.Counter.Packets
+			}
+		}
+	}
+	return packets, nil
+}
