@@ -3,7 +3,10 @@
 package sandboxtest
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -40,4 +43,33 @@ func New(t testing.TB, opts sandbox.Options) *sandbox.Sandbox {
 		}
 	})
 	return s
+}
+
+// BinDirEnv names a directory of prebuilt binaries (the vmtest image has
+// no Go toolchain); without it, Binary builds the command.
+const BinDirEnv = "QNET_BIN_DIR"
+
+// Binary returns the path of the command built from the package in the
+// current directory (a cmd/<name> test's own package), and a function that
+// removes what it built. For use in TestMain.
+func Binary(name string) (path string, cleanup func(), err error) {
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		path = filepath.Join(dir, name)
+		if _, err := os.Stat(path); err != nil {
+			return "", nil, fmt.Errorf("prebuilt %s: %w", name, err)
+		}
+		return path, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "qnt-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	path = filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", path, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("build %s: %w\n%s", name, err, out)
+	}
+	return path, func() { os.RemoveAll(dir) }, nil
 }
