@@ -25,7 +25,7 @@ export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
 # Host tools whose binaries and shared libraries go into the VM, so tests
 # can check kernel state independently of the code under test.
-guest_tools=(nft ip conntrack dnsmasq unshare ping)
+guest_tools=(nft ip conntrack dnsmasq unshare ping stat dbus-daemon xenstore-read xenstore-write xenstore-ls xenstore-rm)
 
 log() { echo "vmtest: $*" >&2; }
 die() { log "$*"; exit 1; }

@@ -142,10 +142,13 @@ func (w *fileWatcher) run(ctx context.Context, poke func(string)) {
 		if !w.relevant(buf[:n]) {
 			continue
 		}
-		poke("resolv.conf changed")
+		// Re-aim the watches before asking for a sync: whatever changes
+		// between the event and the new watches is then read by that sync,
+		// and whatever changes after it raises a new event.
 		if err := w.retarget(); err != nil {
 			w.log.Error("cannot re-watch resolv.conf", "error", err)
 		}
+		poke("resolv.conf changed")
 	}
 }
 
