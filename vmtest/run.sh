@@ -9,7 +9,7 @@
 #   VMTEST_CACHE    where downloaded packages are kept between runs
 #                   (default $XDG_CACHE_HOME/qnet-vmtest or /var/cache/qnet-vmtest)
 #   VMTEST_ACCEL    auto (default: KVM only if a short probe boot succeeds), tcg or kvm
-#   VMTEST_TIMEOUT  seconds the test VM may run (default 270)
+#   VMTEST_TIMEOUT  seconds the test VM may run (default 600)
 #   VMTEST_KERNEL   the kernel package to boot (default: the one Debian's
 #                   linux-image-cloud-amd64 depends on)
 #   VMTEST_PKGS     packages whose tests also run in the VM, space separated
@@ -19,7 +19,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VMTEST_CACHE:-${XDG_CACHE_HOME:-/var/cache}/qnet-vmtest}
 accel=${VMTEST_ACCEL:-auto}
-vm_timeout=${VMTEST_TIMEOUT:-270}
+vm_timeout=${VMTEST_TIMEOUT:-600}
 probe_timeout=15
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
