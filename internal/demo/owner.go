@@ -110,6 +110,9 @@ type demo struct {
 }
 
 func runOwner(opts options) int {
+	// A closed terminal or pipe (`make demo | head`) must not kill the
+	// owner before it has removed the sandbox: writes then just fail.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if dir, err := filepath.Abs(opts.binDir); err == nil {
