@@ -115,3 +115,22 @@ func FuzzVifDomid(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParse feeds arbitrary argv (NUL-separated) and environment values:
+// Parse never panics, and whatever it accepts as work names a command, an
+// interface and a XenStore directory.
+func FuzzParse(f *testing.F) {
+	f.Add("online\x00type_if=vif", "vif12.0", "backend/vif/12/0")
+	f.Add("add\x00type_if=tap", "", "")
+	f.Add("type_if=vif\x00offline\x00ip=10.0.0.1", "vif1.0", "/local/domain/0/backend/vif/1/0")
+	f.Add("online\x00vif=\x00XENBUS_PATH=", "vif1.0", "x")
+	f.Fuzz(func(t *testing.T, argv, vif, xenbusPath string) {
+		inv, err := Parse(strings.Split(argv, "\x00"), env(map[string]string{"vif": vif, "XENBUS_PATH": xenbusPath}))
+		if err != nil || inv.Action == Ignore {
+			return
+		}
+		if inv.Vif == "" || inv.XenbusPath == "" || (inv.Command != "online" && inv.Command != "offline") || inv.TypeIf != "vif" {
+			t.Fatalf("accepted %+v", inv)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package resolved_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/netip"
@@ -173,4 +174,28 @@ func TestMeansDNSChange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzIPv4: whatever resolved's DNS array holds, only IPv4 addresses that
+// were in it come out, global ones alone when there are any.
+func FuzzIPv4(f *testing.F) {
+	f.Add([]byte{0, 2, 4, 1, 1, 1, 1, 3, 10, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Add([]byte{2, 2, 4, 9, 9, 9, 9, 0, 2, 3, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		// Each entry: ifindex byte, family byte, address length byte, address.
+		var servers []resolved.Server
+		for len(raw) >= 3 {
+			n := min(int(raw[2]), len(raw)-3)
+			servers = append(servers, resolved.Server{Ifindex: int32(raw[0]), Family: int32(raw[1]), Address: raw[3 : 3+n]})
+			raw = raw[3+n:]
+		}
+		global := slices.ContainsFunc(servers, func(s resolved.Server) bool { return s.Ifindex == 0 && s.Family == 2 && len(s.Address) == 4 })
+		for _, a := range resolved.IPv4(servers) {
+			if !a.Is4() || !slices.ContainsFunc(servers, func(s resolved.Server) bool {
+				return s.Family == 2 && bytes.Equal(s.Address, a.AsSlice()) && (!global || s.Ifindex == 0)
+			}) {
+				t.Fatalf("IPv4(%v) returned %v", servers, a)
+			}
+		}
+	})
 }

@@ -207,3 +207,25 @@ func TestPlanOnlineOrder(t *testing.T) {
 		t.Fatalf("plan is missing or misorders %q:\n%s", order[i], strings.Join(descs, "\n"))
 	}
 }
+
+// FuzzParseAddrs: XenStore's ip value is outside input; whatever is
+// accepted is a plain unicast address listed in it, once.
+func FuzzParseAddrs(f *testing.F) {
+	for _, s := range []string{"10.137.0.5", "10.137.0.5 fd09:24ef:4179::a89:5", "fe80::1%eth0", "::ffff:1.2.3.4", " 1.2.3.4  1.2.3.4 ", "1.2.3.4/24", "0.0.0.0 ff02::1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		addrs, err := parseAddrs(list)
+		if err != nil {
+			return
+		}
+		fields := strings.Fields(list)
+		seen := map[netip.Addr]bool{}
+		for _, a := range addrs {
+			if !a.IsValid() || a.Zone() != "" || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || seen[a] || !slices.Contains(fields, a.String()) && !slices.ContainsFunc(fields, func(f string) bool { p, err := netip.ParseAddr(f); return err == nil && p == a }) {
+				t.Fatalf("parseAddrs(%q) accepted %v", list, a)
+			}
+			seen[a] = true
+		}
+	})
+}
