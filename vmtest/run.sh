@@ -146,6 +146,8 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$img/etc/group"
 # relative path. tests.list names what init runs, in order.
 # bin/ is built by `make build`, which the Makefile's vmtest target runs
 # first.
+# xen-scripts/ holds the dispatcher hook the binaries' tests run.
+cp -r "$root/xen-scripts" "$img/qnet/xen-scripts"
 if [ -d "$root/bin" ]; then
 	cp -r "$root/bin" "$img/qnet/bin"
 else

@@ -201,6 +201,12 @@ func TestOnlineTwiceIsIdempotent(t *testing.T) {
 	r.db.Set("/qubes-netvm-gateway6", backIPv6)
 	r.client(sandbox.ClientSpec{Domid: 3, IPv4: "10.137.0.3", IPv6: "fd09:24ef:4179::a89:3", Gateway6: backIPv6}, "10.137.0.3 fd09:24ef:4179::a89:3")
 	r.mustHotplug("vif3.0", 3, 0, "online")
+	// Duplicate address detection finishes on its own a second after the
+	// link comes up; let it settle so the capture compares like with like.
+	waitFor(t, "IPv6 duplicate address detection on vif3.0", func() bool {
+		out, err := r.sb.NetVM.Exec("ip", "-6", "addr", "show", "dev", "vif3.0", "tentative")
+		return err == nil && len(strings.TrimSpace(string(out))) == 0
+	})
 	first := r.snapshot()
 	r.mustHotplug("vif3.0", 3, 0, "online")
 	r.requireUnchanged(first)
