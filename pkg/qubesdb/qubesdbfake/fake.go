@@ -6,16 +6,16 @@ package qubesdbfake
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
+
+	"github.com/qubes-netvm/qnet/internal/unixserver"
 )
 
 // Write is one database change made by a client, in the order applied. A
@@ -27,10 +27,9 @@ type Write struct {
 
 // Server is a running fake daemon.
 type Server struct {
-	socket string
-	ln     net.Listener
-	done   chan struct{} // closed by Close; releases stalled requests
-	wg     sync.WaitGroup
+	srv       *unixserver.Server
+	done      chan struct{} // closed by Close; releases stalled requests
+	closeDone sync.Once
 
 	mu       sync.Mutex
 	entries  map[string]string
@@ -39,7 +38,6 @@ type Server struct {
 	failing  map[string]bool
 	stalled  map[string]bool
 	conns    map[*conn]bool
-	closed   bool
 }
 
 // conn is one client connection and the watches it registered.
@@ -58,13 +56,7 @@ func (c *conn) send(b []byte) error {
 
 // Start listens on socketPath and serves initial (path -> value) until Close.
 func Start(socketPath string, initial map[string]string) (*Server, error) {
-	ln, err := net.Listen("unix", socketPath)
-	if err != nil {
-		return nil, fmt.Errorf("fake QubesDB: listen on %s: %w", socketPath, err)
-	}
 	s := &Server{
-		socket:  socketPath,
-		ln:      ln,
 		done:    make(chan struct{}),
 		entries: make(map[string]string, len(initial)),
 		failing: make(map[string]bool),
@@ -74,37 +66,20 @@ func Start(socketPath string, initial map[string]string) (*Server, error) {
 	for p, v := range initial {
 		s.entries[p] = v
 	}
-	s.wg.Add(1)
-	go s.accept()
+	srv, err := unixserver.Listen(socketPath, s.serve)
+	if err != nil {
+		return nil, fmt.Errorf("fake QubesDB: %w", err)
+	}
+	s.srv = srv
 	return s, nil
 }
 
 // Close stops serving, closes every connection, releases stalled requests
 // and removes the socket file.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-
-	close(s.done)
-	err := s.ln.Close()
-	for _, c := range conns {
-		c.nc.Close()
-	}
-	s.wg.Wait()
-	if rmErr := os.Remove(s.socket); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) && err == nil {
-		err = rmErr
-	}
-	if err != nil {
-		return fmt.Errorf("fake QubesDB: close %s: %w", s.socket, err)
+	s.closeDone.Do(func() { close(s.done) })
+	if err := s.srv.Close(); err != nil {
+		return fmt.Errorf("fake QubesDB: %w", err)
 	}
 	return nil
 }
@@ -169,33 +144,14 @@ func (s *Server) Stall(path string) {
 	s.stalled[path] = true
 }
 
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			return // listener closed
-		}
-		c := &conn{nc: nc}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			nc.Close()
-			return
-		}
-		s.conns[c] = true
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(c)
-	}
-}
-
 // serve handles one client's requests in order until it disconnects or a
 // request makes the daemon drop it.
-func (s *Server) serve(c *conn) {
-	defer s.wg.Done()
+func (s *Server) serve(nc net.Conn) {
+	c := &conn{nc: nc}
+	s.mu.Lock()
+	s.conns[c] = true
+	s.mu.Unlock()
 	defer func() {
-		c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()

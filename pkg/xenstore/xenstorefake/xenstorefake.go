@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/qubes-netvm/qnet/pkg/xenstore/internal/xswire"
+
+	"github.com/qubes-netvm/qnet/internal/unixserver"
 )
 
 // DefaultHome is where relative paths resolve: the fake plays dom0, the
@@ -38,9 +40,8 @@ func WithHome(home string) Option {
 
 // Server is the fake daemon. Its methods are safe for concurrent use.
 type Server struct {
-	listener net.Listener
-	home     string
-	wg       sync.WaitGroup
+	srv  *unixserver.Server
+	home string
 
 	mu            sync.Mutex
 	nodes         tree
@@ -51,8 +52,6 @@ type Server struct {
 	commitErrName string
 	lastTx        uint32
 	txs           map[uint32]*transaction
-	conns         map[net.Conn]bool
-	closed        bool
 }
 
 // transaction works on its own copy of the tree, so it reads its own
@@ -72,7 +71,6 @@ func Start(socketPath string, initial map[string]string, opts ...Option) (*Serve
 		failures: map[string]string{},
 		stalls:   map[string]bool{},
 		txs:      map[uint32]*transaction{},
-		conns:    map[net.Conn]bool{},
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -80,28 +78,18 @@ func Start(socketPath string, initial map[string]string, opts ...Option) (*Serve
 	for path, value := range initial {
 		s.nodes.write(s.resolve(path), value)
 	}
-	listener, err := net.Listen("unix", socketPath)
+	srv, err := unixserver.Listen(socketPath, s.serve)
 	if err != nil {
 		return nil, fmt.Errorf("start fake xenstored: %w", err)
 	}
-	s.listener = listener
-	s.wg.Add(1)
-	go s.accept()
+	s.srv = srv
 	return s, nil
 }
 
 // Close stops serving, drops every connection and waits for them to end.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.closed = true
-	err := s.listener.Close()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-	if err != nil {
-		return fmt.Errorf("close fake xenstored %s: %w", s.listener.Addr(), err)
+	if err := s.srv.Close(); err != nil {
+		return fmt.Errorf("fake xenstored: %w", err)
 	}
 	return nil
 }
@@ -164,30 +152,9 @@ func (s *Server) resolve(path string) string {
 	return s.home + "/" + path
 }
 
-func (s *Server) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.listener.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.conns[c] = true
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(c)
-	}
-}
-
 // serve answers one connection's requests in order until it closes or
 // sends something unframeable.
 func (s *Server) serve(c net.Conn) {
-	defer s.wg.Done()
 	defer s.drop(c)
 	for {
 		req, payload, err := xswire.ReadMsg(c)
@@ -205,12 +172,10 @@ func (s *Server) serve(c net.Conn) {
 	}
 }
 
-// drop forgets a closed connection and the transactions it left open.
+// drop forgets the transactions a closed connection left open.
 func (s *Server) drop(c net.Conn) {
-	c.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.conns, c)
 	for id, tx := range s.txs {
 		if tx.owner == c {
 			delete(s.txs, id)
