@@ -140,3 +140,23 @@ func TestUdevCallStepsAside(t *testing.T) {
 		t.Errorf("allowed = %v", got)
 	}
 }
+
+// A XenStore daemon that is absent or hangs gives an error naming it (or
+// the path it hung on) within the timeout, and changes nothing.
+func TestXenStoreAbsentOrStalled(t *testing.T) {
+	r := newRig(t, sandbox.Options{})
+	r.client(sandbox.ClientSpec{Domid: 27, IPv4: "10.137.0.27"}, "10.137.0.27")
+	before := r.snapshot()
+	res := r.hotplug("vif27.0", 27, 0, []string{"XENSTORED_PATH=/nonexistent/xenstored.sock"}, "online")
+	if res.code != 1 || !strings.Contains(res.stderr, "/nonexistent/xenstored.sock") {
+		t.Errorf("absent XenStore: exit %d:\n%s", res.code, res.stderr)
+	}
+	r.requireUnchanged(before)
+
+	r.xs.Stall(xenbusPath(27, 0) + "/ip")
+	res = r.hotplug("vif27.0", 27, 0, nil, "online")
+	if res.code != 1 || !strings.Contains(res.stderr, xenbusPath(27, 0)+"/ip") || !strings.Contains(res.stderr, "timeout") {
+		t.Errorf("stalled XenStore: exit %d:\n%s", res.code, res.stderr)
+	}
+	r.requireUnchanged(before)
+}
