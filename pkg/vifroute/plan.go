@@ -26,7 +26,7 @@ func planOnline(in *Inputs, opts Options) []Step {
 	}
 	steps = append(steps,
 		resolveLink(in, opts),
-		sysctlStep("net/ipv4/conf/"+in.Name+"/proxy_arp", "1", false),
+		sysctlStep("net/ipv4/conf/"+in.Name+"/proxy_arp", "1"),
 		rebuildFlowtable(in.Name, false),
 	)
 	if in.Mapped != nil {
@@ -53,7 +53,7 @@ func planOnline(in *Inputs, opts Options) []Step {
 	steps = append(steps, addAddress(in.Name, in.Gateway))
 	if in.Gateway6.IsValid() {
 		steps = append(steps, addAddress(in.Name, in.Gateway6),
-			ipv6Only(sysctlStep("net/ipv6/conf/"+in.Name+"/proxy_ndp", "1", false)))
+			ipv6Only(sysctlStep("net/ipv6/conf/"+in.Name+"/proxy_ndp", "1")))
 	}
 	return steps
 }
@@ -181,10 +181,10 @@ func findLink(name string) Step {
 	}}
 }
 
-func sysctlStep(key, value string, ignoreFailure bool) Step {
+func sysctlStep(key, value string) Step {
 	return Step{
 		Desc: fmt.Sprintf("sysctl %s = %s", key, value),
-		Do:   func(*Kernel) (func() error, error) { return setSysctl(key, value, ignoreFailure) },
+		Do:   func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
 	}
 }
 
@@ -283,7 +283,7 @@ func purgeConntrack(addrs []netip.Addr) Step {
 
 func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 	s := Step{
-		Desc: fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, netHW(mac)),
+		Desc: fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, mac),
 		Do: func(k *Kernel) (func() error, error) {
 			n := &netlink.Neigh{LinkIndex: k.index(), Family: family(a), State: netlink.NUD_PERMANENT, IP: a.AsSlice(), HardwareAddr: mac}
 			err := k.nl.NeighAdd(n)
@@ -291,7 +291,7 @@ func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 				return func() error { return k.nl.NeighDel(n) }, nil
 			}
 			if !ignore(err, unix.EEXIST) {
-				return nil, fmt.Errorf("add neighbour %s lladdr %s dev %s: %w", a, netHW(mac), name, err)
+				return nil, fmt.Errorf("add neighbour %s lladdr %s dev %s: %w", a, mac, name, err)
 			}
 			old, err := k.neighbour(a)
 			if err != nil || old == nil {
@@ -546,5 +546,3 @@ func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
 	}
 	return s
 }
-
-func netHW(mac net.HardwareAddr) string { return mac.String() }
