@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,12 +39,6 @@ func (e *env) runInNetVM(b *testing.B) (time.Duration, int) {
 	return took, code
 }
 
-func reportMedian(b *testing.B, runs []time.Duration) {
-	slices.Sort(runs)
-	b.ReportMetric(float64(runs[len(runs)/2].Microseconds())/1000, "ms-median")
-	b.ReportMetric(float64(runs[len(runs)*9/10].Microseconds())/1000, "ms-p90")
-}
-
 // BenchmarkProcessUnchanged times whole-process runs that find the chain
 // already right (exit 100); no system bus, so DNS comes from resolv.conf.
 // Run with -benchtime=50x: the median and 90th percentile are reported.
@@ -61,7 +55,7 @@ func BenchmarkProcessUnchanged(b *testing.B) {
 		}
 		runs = append(runs, took)
 	}
-	reportMedian(b, runs)
+	sandboxtest.ReportPercentiles(b, "unchanged", runs)
 }
 
 // BenchmarkProcessChanged times whole-process runs that replace the chain
@@ -80,7 +74,7 @@ func BenchmarkProcessChanged(b *testing.B) {
 		}
 		runs = append(runs, took)
 	}
-	reportMedian(b, runs)
+	sandboxtest.ReportPercentiles(b, "changed", runs)
 }
 
 // BenchmarkWatchIdle starts the watch service, lets it settle, then

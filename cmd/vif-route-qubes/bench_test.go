@@ -3,13 +3,13 @@ package main_test
 import (
 	"fmt"
 	"os/exec"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
 )
 
 // BenchmarkHotplug measures the whole process, run exactly as Xen runs it,
@@ -54,22 +54,12 @@ func BenchmarkHotplug(b *testing.B) {
 				online, offline, cycle = append(online, on), append(offline, off), append(cycle, on+off)
 			}
 			b.StopTimer()
-			for _, m := range []struct {
-				name string
-				d    []time.Duration
-			}{{"online", online}, {"offline", offline}, {"cycle", cycle}} {
-				b.ReportMetric(percentile(m.d, 50), m.name+"-median-ms")
-				b.ReportMetric(percentile(m.d, 90), m.name+"-p90-ms")
-			}
+			sandboxtest.ReportPercentiles(b, "online", online)
+			sandboxtest.ReportPercentiles(b, "offline", offline)
+			sandboxtest.ReportPercentiles(b, "cycle", cycle)
 			b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
 		})
 	}
-}
-
-func percentile(d []time.Duration, p int) float64 {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return float64(s[(len(s)-1)*p/100]) / float64(time.Millisecond)
 }
 
 // populate brings n other vifs online in the netvm (veth pairs whose peers

@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
 )
@@ -72,4 +74,17 @@ func Binary(name string) (path string, cleanup func(), err error) {
 		return "", nil, fmt.Errorf("build %s: %w\n%s", name, err, out)
 	}
 	return path, func() { os.RemoveAll(dir) }, nil
+}
+
+// ReportPercentiles reports the median and the 90th percentile of runs, in
+// milliseconds, as the benchmark metrics <name>-median-ms and <name>-p90-ms.
+func ReportPercentiles(b *testing.B, name string, runs []time.Duration) {
+	b.Helper()
+	if len(runs) == 0 {
+		b.Fatalf("%s: no runs to report", name)
+	}
+	s := slices.Sorted(slices.Values(runs))
+	at := func(p int) float64 { return float64(s[(len(s)-1)*p/100]) / float64(time.Millisecond) }
+	b.ReportMetric(at(50), name+"-median-ms")
+	b.ReportMetric(at(90), name+"-p90-ms")
 }
