@@ -340,21 +340,9 @@ func delNeighbour(name string, a netip.Addr) Step {
 
 func addElements(entries []antispoof.Entry) Step {
 	return Step{Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		var allowed, downstream []antispoof.Entry
-		for _, e := range entries {
-			a, d, err := antispoof.Present(e)
-			if err != nil {
-				return nil, err
-			}
-			if !a {
-				allowed = append(allowed, e)
-			}
-			if !d {
-				downstream = append(downstream, e)
-			}
-		}
-		if len(allowed)+len(downstream) == 0 {
-			return nil, nil
+		allowed, downstream, err := elementsWhere(entries, false)
+		if err != nil || len(allowed)+len(downstream) == 0 {
+			return nil, err
 		}
 		if err := k.changeElements(antispoof.Add, allowed, downstream); err != nil {
 			return nil, err
@@ -365,24 +353,30 @@ func addElements(entries []antispoof.Entry) Step {
 
 func removeElements(entries []antispoof.Entry) Step {
 	return Step{Desc: "nft delete element (those present): " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		var allowed, downstream []antispoof.Entry
-		for _, e := range entries {
-			a, d, err := antispoof.Present(e)
-			if err != nil {
-				return nil, err
-			}
-			if a {
-				allowed = append(allowed, e)
-			}
-			if d {
-				downstream = append(downstream, e)
-			}
-		}
-		if len(allowed)+len(downstream) == 0 {
-			return nil, nil
+		allowed, downstream, err := elementsWhere(entries, true)
+		if err != nil || len(allowed)+len(downstream) == 0 {
+			return nil, err
 		}
 		return nil, k.changeElements(antispoof.Delete, allowed, downstream)
 	}}
+}
+
+// elementsWhere returns the entries whose `allowed` element, and those
+// whose `downstream` element, are in the kernel (present) or not.
+func elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream []antispoof.Entry, err error) {
+	for _, e := range entries {
+		a, d, err := antispoof.Present(e)
+		if err != nil {
+			return nil, nil, err
+		}
+		if a == present {
+			allowed = append(allowed, e)
+		}
+		if d == present {
+			downstream = append(downstream, e)
+		}
+	}
+	return allowed, downstream, nil
 }
 
 // changeElements sends one batch with the allowed and downstream changes.
