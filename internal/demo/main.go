@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -153,15 +152,4 @@ func clean() int {
 	}
 	fmt.Println("✓ clean: no demo sandbox left")
 	return 0
-}
-
-// removeNamespace deletes a namespace the sandbox does not own, if it exists.
-func removeNamespace(name string) error {
-	if _, err := os.Stat(filepath.Join("/run/netns", name)); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns delete %s: %w: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }

@@ -55,15 +55,9 @@ func removeDead(owned *regexp.Regexp, prefix string) error {
 	}
 	var errs []error
 	for _, name := range names {
-		if !dead(name) {
-			continue
+		if dead(name) {
+			errs = append(errs, deleteOwnNamespace(name))
 		}
-		if m := clientName.FindStringSubmatch(name); m != nil {
-			if nat := "vif" + m[1] + "." + m[2] + "-nat"; namespaceExists(nat) {
-				errs = append(errs, deleteNamespace(nat))
-			}
-		}
-		errs = append(errs, deleteNamespace(name))
 	}
 	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
 	errs = append(errs, err)
@@ -96,6 +90,19 @@ func namespaceNames() ([]string, error) {
 		names = append(names, e.Name())
 	}
 	return names, nil
+}
+
+// deleteOwnNamespace deletes one of a sandbox's namespaces and, for a
+// client's, the NAT-mode namespace vif-route-qubes may have created for its
+// vif, which is named after the vif, not the sandbox.
+func deleteOwnNamespace(name string) error {
+	var err error
+	if m := clientName.FindStringSubmatch(name); m != nil {
+		if nat := "vif" + m[1] + "." + m[2] + "-nat"; namespaceExists(nat) {
+			err = deleteNamespace(nat)
+		}
+	}
+	return errors.Join(err, deleteNamespace(name))
 }
 
 // deleteNamespace kills the processes inside the namespace (never this

@@ -134,8 +134,9 @@ func New(opts Options) (s *Sandbox, err error) {
 }
 
 // Close stops the resolvers, kills every process left in the sandbox's
-// namespaces, deletes the namespaces and the temporary files. Calling it
-// again does nothing.
+// namespaces, deletes the namespaces (with the NAT-mode namespace of each
+// client's vif, if vif-route-qubes left one) and the temporary files.
+// Calling it again does nothing.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -155,7 +156,7 @@ func (s *Sandbox) Close() error {
 	errs = append(errs, err)
 	for _, name := range names {
 		if strings.HasPrefix(name, s.ID+"-") {
-			errs = append(errs, deleteNamespace(name))
+			errs = append(errs, deleteOwnNamespace(name))
 		}
 	}
 	if s.dir != "" {
