@@ -64,6 +64,13 @@ func (s *Server) Set(path, value string) {
 	s.entries[path] = value
 }
 
+// Delete removes the entry at path, as dom0 would.
+func (s *Server) Delete(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.entries, path)
+}
+
 // Requests returns the header of every request received, in order, so a
 // test can prove that a refused call sent nothing.
 func (s *Server) Requests() []qdbwire.Header {

@@ -138,6 +138,11 @@ func TestReadAnswers(t *testing.T) {
 			t.Errorf("READ %s = %+v %q, want %+v %q", tt.path, h, data, tt.want, tt.data)
 		}
 	}
+	srv.Delete("/x")
+	r.send(qdbwire.CmdRead, "/x", nil)
+	if h, _ := r.mustRecv(); h.Type != qdbwire.RespErrorNoent {
+		t.Errorf("READ /x after Delete = %+v, want RESP_ERROR_NOENT", h)
+	}
 }
 
 func TestReadWithDataDisconnects(t *testing.T) {
