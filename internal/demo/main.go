@@ -139,9 +139,9 @@ func main() {
 	// before it has removed the sandbox: writes then just fail.
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	d := &demo{ctx: ctx, opts: opts, clients: newClients()}
-	os.Exit(d.run())
+	code := (&demo{ctx: ctx, opts: opts, clients: newClients()}).run()
+	stop()
+	os.Exit(code)
 }
 
 // clean removes kept demos and what killed ones left.

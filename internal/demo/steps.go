@@ -353,9 +353,10 @@ func (d *demo) keep() {
 		"  ip netns list | grep -e " + d.sb.ID + " -e " + d.clients[2].natNamespace(),
 		"Remove it: make demo-clean",
 	}, "\n"))
-	d.xs.Close()
-	d.db.Close()
-	os.RemoveAll(d.dir)
+	if err := errors.Join(d.xs.Close(), d.db.Close(), os.RemoveAll(d.dir)); err != nil {
+		fmt.Printf("✗ keep: %v\n", err)
+		d.failed = true
+	}
 }
 
 // cleanUp removes everything and checks that nothing is left.
