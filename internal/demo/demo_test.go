@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -8,11 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/qubes-netvm/qnet/pkg/sandbox"
 )
 
 // binDir holds the demo and the two project binaries, built once.
@@ -50,70 +52,72 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+func demoCommand(args ...string) *exec.Cmd {
+	return exec.Command(filepath.Join(binDir, "demo"), append([]string{"--bin-dir", binDir}, args...)...)
+}
+
 // runDemo runs the demo binary and returns its exit code and output.
 func runDemo(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "demo"), append([]string{"--bin-dir", binDir}, args...)...)
+	cmd := demoCommand(args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	return exitCode(t, cmd.Run()), out.String()
+}
+
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
 	var exitErr *exec.ExitError
 	switch {
 	case err == nil:
-		return 0, out.String()
+		return 0
 	case errors.As(err, &exitErr):
-		return exitErr.ExitCode(), out.String()
+		return exitErr.ExitCode()
 	}
-	t.Fatalf("run demo %v: %v\n%s", args, err, out.String())
-	return 0, ""
+	t.Fatalf("run demo: %v", err)
+	return 0
 }
 
 var (
-	sandboxName = regexp.MustCompile(`\bqnt([0-9]+)x[0-9]+-[a-z0-9]+`)
+	sandboxName = regexp.MustCompile(`\bqn[tk][0-9]+x[0-9]+-[a-z0-9]+`)
 	natName     = regexp.MustCompile(`\bvif[0-9]+\.[0-9]+-nat\b`)
-	stepLine    = regexp.MustCompile(`^(✓|✗) ([1-7]) `)
+	workDir     = regexp.MustCompile(`/\S*/qnet-demo-[0-9]+`)
+	stepLine    = regexp.MustCompile(`^(✓|✗) ([0-9]+) (\S+)`)
 )
 
-// stepMarks returns the verdict of every step line, keyed by step number.
-func stepMarks(output string) map[string][]string {
-	marks := map[string][]string{}
+// stepMarks returns the verdict of every step line, keyed by step number,
+// and the name of the last step.
+func stepMarks(output string) (map[int][]string, string) {
+	marks, last := map[int][]string{}, ""
 	for _, l := range strings.Split(output, "\n") {
 		if m := stepLine.FindStringSubmatch(l); m != nil {
-			marks[m[2]] = append(marks[m[2]], m[1])
+			var n int
+			fmt.Sscan(m[2], &n)
+			marks[n] = append(marks[n], m[1])
+			last = strings.TrimSuffix(m[3], ":")
 		}
 	}
-	return marks
+	return marks, last
 }
 
 // assertNothingLeft checks that no namespace the output names, no process
-// of the run (owner, dnsmasq) and none of its files under the state root
-// remain.
+// in them (dnsmasq's command line carries the sandbox's ID) and neither the
+// demo's nor the sandbox's temporary directory remain.
 func assertNothingLeft(t *testing.T, output string) {
 	t.Helper()
 	names := append(sandboxName.FindAllString(output, -1), natName.FindAllString(output, -1)...)
 	if len(names) == 0 {
 		t.Fatalf("the demo printed no namespace name:\n%s", output)
 	}
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) > 0 && slices.Contains(names, f[0]) {
-			t.Errorf("namespace %s survived the demo", f[0])
+	for _, name := range names {
+		if _, err := os.Lstat(filepath.Join("/run/netns", name)); err == nil {
+			t.Errorf("namespace %s survived the demo", name)
 		}
 	}
-
-	owner := sandboxName.FindStringSubmatch(output)[1]
-	marker := "qnt" + owner + "x"
+	id, _, _ := strings.Cut(names[0], "-")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		survivors := processesMentioning(t, marker)
-		var ownerPID int
-		fmt.Sscan(owner, &ownerPID)
-		if err := syscall.Kill(ownerPID, 0); err == nil && isOwner(ownerPID) {
-			survivors = append(survivors, "demo owner "+owner)
-		}
+		survivors := processesMentioning(t, id+"-")
 		if len(survivors) == 0 {
 			break
 		}
@@ -123,18 +127,16 @@ func assertNothingLeft(t *testing.T, output string) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
-
-	// This run's state: its directory and state file under the state root
-	// (another demo, kept up on purpose, may have its own there).
-	for _, path := range []string{filepath.Join(stateRoot, owner), filepath.Join(stateRoot, owner+".json")} {
-		if _, err := os.Lstat(path); err == nil {
-			t.Errorf("%s survived the demo", path)
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), id+"-*"))
+	dirs = append(dirs, workDir.FindAllString(output, -1)...)
+	for _, dir := range dirs {
+		if _, err := os.Lstat(dir); err == nil {
+			t.Errorf("%s survived the demo", dir)
 		}
 	}
 }
 
-// processesMentioning lists processes whose command line contains marker
-// (dnsmasq's carries the sandbox's temporary directory).
+// processesMentioning lists processes whose command line contains marker.
 func processesMentioning(t *testing.T, marker string) []string {
 	t.Helper()
 	entries, err := os.ReadDir("/proc")
@@ -153,7 +155,8 @@ func processesMentioning(t *testing.T, marker string) []string {
 }
 
 // TestDemoEndToEnd runs the whole demo: it must exit 0 with a ✓ on every
-// step line, all seven steps present, and leave nothing behind.
+// line of every step, numbered from 1 without a gap to the cleanup, and
+// leave nothing behind.
 func TestDemoEndToEnd(t *testing.T) {
 	requireRoot(t)
 	code, output := runDemo(t)
@@ -161,14 +164,13 @@ func TestDemoEndToEnd(t *testing.T) {
 	if code != 0 {
 		t.Errorf("demo exit %d, want 0", code)
 	}
-	marks := stepMarks(output)
-	for step := 1; step <= 7; step++ {
-		got := marks[fmt.Sprint(step)]
-		if len(got) == 0 {
+	marks, last := stepMarks(output)
+	if last != "cleanup" || len(marks) < 7 {
+		t.Errorf("%d steps ending with %q, want at least 7 ending with cleanup", len(marks), last)
+	}
+	for step := 1; step <= len(marks); step++ {
+		if len(marks[step]) == 0 {
 			t.Errorf("no line for step %d", step)
-		}
-		if slices.Contains(got, "✗") {
-			t.Errorf("step %d has a ✗ line", step)
 		}
 	}
 	if strings.Contains(output, "✗") {
@@ -177,40 +179,35 @@ func TestDemoEndToEnd(t *testing.T) {
 	assertNothingLeft(t, output)
 }
 
-// TestKeepThenClean keeps the sandbox up, checks it is up and still served
-// by a live owner, then removes it with --clean and finds nothing left.
+// TestKeepThenClean keeps the sandbox up, checks that it still carries
+// traffic after the demo exited, then removes it with --clean and finds
+// nothing left.
 func TestKeepThenClean(t *testing.T) {
 	requireRoot(t)
 	code, output := runDemo(t, "--keep")
 	t.Log(output)
-	t.Cleanup(func() {
-		if _, err := os.Stat(stateRoot); err == nil {
-			runDemo(t, "--clean")
-		}
-	})
+	t.Cleanup(func() { runDemo(t, "--clean") })
 	if code != 0 {
 		t.Fatalf("demo --keep exit %d, want 0", code)
 	}
 	if !strings.Contains(output, "make demo-clean") || !strings.Contains(output, "nft list ruleset") {
 		t.Errorf("--keep did not print how to explore and remove the sandbox")
 	}
-	if marks := stepMarks(output); len(marks["6"]) != 0 || len(marks["7"]) != 0 {
-		t.Errorf("--keep ran offline or cleanup: %v", marks)
+	if strings.Contains(output, "offline") || strings.Contains(output, "cleanup") || strings.Contains(output, "✗") {
+		t.Errorf("--keep ran offline or cleanup, or failed a step")
 	}
-	m := sandboxName.FindStringSubmatch(output)
-	if m == nil {
-		t.Fatal("no namespace named in the output")
+	m := regexp.MustCompile(`\bqnk[0-9]+x[0-9]+-c11x0\b`).FindString(output)
+	if m == "" {
+		t.Fatal("no dual-stack client namespace named in the output")
 	}
-	var ownerPID int
-	fmt.Sscan(m[1], &ownerPID)
-	if !isOwner(ownerPID) {
-		t.Errorf("owner %d is not running after --keep", ownerPID)
+	for _, target := range []string{sandbox.InternetHost, sandbox.InternetHost6} {
+		if out, err := exec.Command("ip", "netns", "exec", m, "ping", "-c1", "-W5", target).CombinedOutput(); err != nil {
+			t.Errorf("ping %s from the kept %s: %v\n%s", target, m, err, out)
+		}
 	}
-	if _, err := os.Stat(statePath(ownerPID)); err != nil {
-		t.Errorf("state file missing after --keep: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join("/run/netns", m[0])); err != nil {
-		t.Errorf("namespace %s missing after --keep: %v", m[0], err)
+	out, err := exec.Command("ip", "netns", "exec", m, "dig", "+short", "+tries=1", "@10.139.1.1", "whoami.test").CombinedOutput()
+	if got := strings.TrimSpace(string(out)); err != nil || got != sandbox.Resolver2 {
+		t.Errorf("dig whoami.test from the kept %s = %q, %v; want %s", m, got, err, sandbox.Resolver2)
 	}
 
 	code, cleanOutput := runDemo(t, "--clean")
@@ -219,4 +216,38 @@ func TestKeepThenClean(t *testing.T) {
 		t.Errorf("demo --clean exit %d, want 0", code)
 	}
 	assertNothingLeft(t, output)
+}
+
+// TestInterruptRemovesEverything sends SIGINT, as Ctrl-C does, once the
+// clients are online: the demo must say so, exit 130 and leave nothing.
+func TestInterruptRemovesEverything(t *testing.T) {
+	requireRoot(t)
+	cmd := demoCommand()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var output strings.Builder
+	lines := bufio.NewScanner(stdout)
+	for lines.Scan() {
+		output.WriteString(lines.Text() + "\n")
+		if strings.HasPrefix(lines.Text(), "✓ 3 online vif12.0") { // the NAT client is next
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	code := exitCode(t, cmd.Wait())
+	t.Log(output.String())
+	if code != 130 {
+		t.Errorf("interrupted demo exit %d, want 130", code)
+	}
+	if !strings.Contains(output.String(), "interrupted") || !strings.Contains(output.String(), "✓ 7 cleanup") {
+		t.Errorf("interrupted demo did not report the interruption and a clean cleanup")
+	}
+	assertNothingLeft(t, output.String())
 }

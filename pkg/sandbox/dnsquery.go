@@ -10,22 +10,13 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // queryTimeout bounds one DNS exchange; a resolver in the sandbox answers
 // in well under a millisecond, so this only matters when nothing answers.
 const queryTimeout = 2 * time.Second
-
-// DNS wire constants (RFC 1035).
-const (
-	dnsHeaderLen   = 12
-	dnsFlagQR      = 0x8000
-	dnsFlagRD      = 0x0100
-	dnsRcodeMask   = 0x000f
-	dnsTypeA       = 1
-	dnsClassIN     = 1
-	dnsPointerMask = 0xc0
-)
 
 // Query asks server (port 53) for the A record of name from inside ns,
 // over TCP or UDP, and returns the first address in the answer. The
@@ -47,18 +38,17 @@ func Query(ns *NS, server, name string, tcp bool) (string, error) {
 		response, exchangeErr = exchange(network, net.JoinHostPort(server, "53"), query)
 		return exchangeErr
 	})
-	if err != nil {
-		return "", fmt.Errorf("query %s A over %s to %s in %s: %w", name, network, server, ns.Name, err)
+	if err == nil {
+		var addr string
+		if addr, err = firstA(response, id); err == nil {
+			return addr, nil
+		}
 	}
-	addr, err := firstA(response, id)
-	if err != nil {
-		return "", fmt.Errorf("query %s A over %s to %s in %s: %w", name, network, server, ns.Name, err)
-	}
-	return addr, nil
+	return "", fmt.Errorf("query %s A over %s to %s in %s: %w", name, network, server, ns.Name, err)
 }
 
 // exchange sends one query and reads one response; over TCP both carry a
-// two-byte length prefix.
+// two-byte length prefix (RFC 1035 4.2.2).
 func exchange(network, server string, query []byte) ([]byte, error) {
 	conn, err := net.DialTimeout(network, server, queryTimeout)
 	if err != nil {
@@ -98,91 +88,61 @@ func exchange(network, server string, query []byte) ([]byte, error) {
 
 // buildQuery encodes a recursive query for the A record of name.
 func buildQuery(id uint16, name string) ([]byte, error) {
-	msg := binary.BigEndian.AppendUint16(nil, id)
-	msg = binary.BigEndian.AppendUint16(msg, dnsFlagRD)
-	msg = binary.BigEndian.AppendUint16(msg, 1) // one question
-	msg = append(msg, 0, 0, 0, 0, 0, 0)         // no answer, authority or additional records
-	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
-		if len(label) == 0 || len(label) > 63 {
-			return nil, fmt.Errorf("bad DNS name %q", name)
-		}
-		msg = append(msg, byte(len(label)))
-		msg = append(msg, label...)
+	fqdn := strings.TrimSuffix(name, ".") + "."
+	qname, err := dnsmessage.NewName(fqdn)
+	if err == nil && fqdn == "." {
+		err = errors.New("empty name")
 	}
-	msg = append(msg, 0)
-	msg = binary.BigEndian.AppendUint16(msg, dnsTypeA)
-	return binary.BigEndian.AppendUint16(msg, dnsClassIN), nil
+	if err != nil {
+		return nil, fmt.Errorf("bad DNS name %q: %w", name, err)
+	}
+	msg := dnsmessage.Message{
+		Header:    dnsmessage.Header{ID: id, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: qname, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+	}
+	query, err := msg.Pack()
+	if err != nil {
+		return nil, fmt.Errorf("bad DNS name %q: %w", name, err)
+	}
+	return query, nil
 }
-
-var errTruncated = errors.New("truncated DNS message")
 
 // firstA returns the first IN A record in the answer section of a response
 // to query id.
 func firstA(msg []byte, id uint16) (string, error) {
-	if len(msg) < dnsHeaderLen {
-		return "", errTruncated
-	}
-	if got := binary.BigEndian.Uint16(msg); got != id {
-		return "", fmt.Errorf("response id %d, want %d", got, id)
-	}
-	flags := binary.BigEndian.Uint16(msg[2:])
-	if flags&dnsFlagQR == 0 {
+	var p dnsmessage.Parser
+	h, err := p.Start(msg)
+	switch {
+	case err != nil:
+		return "", err
+	case h.ID != id:
+		return "", fmt.Errorf("response id %d, want %d", h.ID, id)
+	case !h.Response:
 		return "", errors.New("message is not a response")
+	case h.RCode != dnsmessage.RCodeSuccess:
+		return "", fmt.Errorf("response code %d (%v)", h.RCode, h.RCode)
 	}
-	if rcode := flags & dnsRcodeMask; rcode != 0 {
-		return "", fmt.Errorf("response code %d", rcode)
+	if err := p.SkipAllQuestions(); err != nil {
+		return "", err
 	}
-	questions := int(binary.BigEndian.Uint16(msg[4:]))
-	answers := int(binary.BigEndian.Uint16(msg[6:]))
-	off := dnsHeaderLen
-	for range questions {
-		next, err := skipName(msg, off)
-		if err != nil {
-			return "", err
-		}
-		off = next + 4 // type, class
-	}
-	for range answers {
-		next, err := skipName(msg, off)
-		if err != nil {
-			return "", err
-		}
-		if next+10 > len(msg) {
-			return "", errTruncated
-		}
-		rrType := binary.BigEndian.Uint16(msg[next:])
-		rrClass := binary.BigEndian.Uint16(msg[next+2:])
-		rdLen := int(binary.BigEndian.Uint16(msg[next+8:]))
-		rdata := next + 10
-		if rdata+rdLen > len(msg) {
-			return "", errTruncated
-		}
-		if rrType == dnsTypeA && rrClass == dnsClassIN && rdLen == 4 {
-			return netip.AddrFrom4([4]byte(msg[rdata : rdata+4])).String(), nil
-		}
-		off = rdata + rdLen
-	}
-	return "", errors.New("no A record in the answer")
-}
-
-// skipName returns the offset just past the (possibly compressed) domain
-// name starting at off.
-func skipName(msg []byte, off int) (int, error) {
 	for {
-		if off >= len(msg) {
-			return 0, errTruncated
+		rr, err := p.AnswerHeader()
+		if errors.Is(err, dnsmessage.ErrSectionDone) {
+			return "", errors.New("no A record in the answer")
 		}
-		length := int(msg[off])
-		switch {
-		case length == 0:
-			return off + 1, nil
-		case length&dnsPointerMask == dnsPointerMask:
-			if off+2 > len(msg) {
-				return 0, errTruncated
+		if err != nil {
+			return "", err
+		}
+		if rr.Type != dnsmessage.TypeA || rr.Class != dnsmessage.ClassINET {
+			if err := p.SkipAnswer(); err != nil {
+				return "", err
 			}
-			return off + 2, nil
-		default:
-			off += 1 + length
+			continue
 		}
+		a, err := p.AResource()
+		if err != nil {
+			return "", err
+		}
+		return netip.AddrFrom4(a.A).String(), nil
 	}
 }

@@ -1,53 +1,61 @@
 package sandbox
 
 import (
-	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
-// response builds a DNS response to query id 7 for whoami.test with the
-// given flags and answer records.
-func response(flags uint16, answers ...[]byte) []byte {
-	q, _ := buildQuery(7, "whoami.test")
-	binary.BigEndian.PutUint16(q[2:], flags)
-	binary.BigEndian.PutUint16(q[6:], uint16(len(answers)))
-	for _, a := range answers {
-		q = append(q, a...)
+// response packs a response to query id 7 for whoami.test with the given
+// header and answer records.
+func response(t *testing.T, h dnsmessage.Header, answers ...dnsmessage.Resource) []byte {
+	t.Helper()
+	h.ID = 7
+	name := dnsmessage.MustNewName("whoami.test.")
+	for i := range answers {
+		answers[i].Header.Name, answers[i].Header.Class = name, dnsmessage.ClassINET
 	}
-	return q
+	msg := dnsmessage.Message{
+		Header:    h,
+		Questions: []dnsmessage.Question{{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+		Answers:   answers,
+	}
+	b, err := msg.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
-// record is one resource record whose owner is a pointer to the question name.
-func record(rrType uint16, rdata ...byte) []byte {
-	rr := []byte{0xc0, dnsHeaderLen}
-	rr = binary.BigEndian.AppendUint16(rr, rrType)
-	rr = binary.BigEndian.AppendUint16(rr, dnsClassIN)
-	rr = append(rr, 0, 0, 0, 60)
-	rr = binary.BigEndian.AppendUint16(rr, uint16(len(rdata)))
-	return append(rr, rdata...)
+func a(addr ...byte) dnsmessage.Resource {
+	return dnsmessage.Resource{Body: &dnsmessage.AResource{A: [4]byte(addr)}}
 }
 
 func TestFirstA(t *testing.T) {
-	const ok = dnsFlagQR | dnsFlagRD
-	cname := []byte{4, 'h', 'o', 's', 't', 0xc0, dnsHeaderLen}
+	ok := dnsmessage.Header{Response: true, RecursionDesired: true}
+	cname := dnsmessage.Resource{Body: &dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName("host.test.")}}
+	aaaa := dnsmessage.Resource{Body: &dnsmessage.AAAAResource{AAAA: [16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1}}}
+	nxdomain := ok
+	nxdomain.RCode = dnsmessage.RCodeNameError
 	tests := []struct {
 		name    string
 		msg     []byte
 		want    string
 		wantErr string
 	}{
-		{"one A", response(ok, record(dnsTypeA, 198, 51, 100, 53)), "198.51.100.53", ""},
-		{"A after CNAME", response(ok, record(5, cname...), record(dnsTypeA, 203, 0, 113, 1)), "203.0.113.1", ""},
-		{"first of two", response(ok, record(dnsTypeA, 1, 2, 3, 4), record(dnsTypeA, 5, 6, 7, 8)), "1.2.3.4", ""},
-		{"NXDOMAIN", response(ok | 3), "", "response code 3"},
-		{"no answer", response(ok), "", "no A record"},
-		{"not a response", response(dnsFlagRD), "", "not a response"},
-		{"wrong id", append([]byte{0, 8}, response(ok)[2:]...), "", "response id 8"},
-		{"short header", []byte{0, 7, 0x81}, "", "truncated"},
-		{"truncated rdata", response(ok, record(dnsTypeA, 1, 2, 3, 4))[:40], "", "truncated"},
+		{"one A", response(t, ok, a(198, 51, 100, 53)), "198.51.100.53", ""},
+		{"A after CNAME and AAAA", response(t, ok, cname, aaaa, a(203, 0, 113, 1)), "203.0.113.1", ""},
+		{"first of two", response(t, ok, a(1, 2, 3, 4), a(5, 6, 7, 8)), "1.2.3.4", ""},
+		{"NXDOMAIN", response(t, nxdomain), "", "response code 3"},
+		{"no answer", response(t, ok), "", "no A record"},
+		{"not a response", response(t, dnsmessage.Header{RecursionDesired: true}), "", "not a response"},
+		{"wrong id", append([]byte{0, 8}, response(t, ok)[2:]...), "", "response id 8"},
+		{"short header", []byte{0, 7, 0x81}, "", "insufficient data"},
+		{"truncated rdata", response(t, ok, a(1, 2, 3, 4))[:40], "", "insufficient data"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,6 +73,8 @@ func TestFirstA(t *testing.T) {
 	}
 }
 
+// TestBuildQuery checks the query's bytes against RFC 1035's layout written
+// out by hand, not against the library that encodes it.
 func TestBuildQuery(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -75,13 +85,15 @@ func TestBuildQuery(t *testing.T) {
 		{"host.test.", []byte{4, 'h', 'o', 's', 't', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1}, false},
 		{"a..test", nil, true},
 		{"", nil, true},
+		{".", nil, true},
 		{strings.Repeat("x", 64) + ".test", nil, true},
 	}
+	const headerLen = 12
 	for _, tc := range tests {
 		got, err := buildQuery(0x1234, tc.name)
 		if tc.wantErr {
-			if err == nil {
-				t.Errorf("buildQuery(%q) succeeded, want an error", tc.name)
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", tc.name)) {
+				t.Errorf("buildQuery(%q) = % x, %v; want an error naming it", tc.name, got, err)
 			}
 			continue
 		}
@@ -89,7 +101,7 @@ func TestBuildQuery(t *testing.T) {
 			t.Fatalf("buildQuery(%q): %v", tc.name, err)
 		}
 		header := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
-		if !slices.Equal(got[:dnsHeaderLen], header) || !slices.Equal(got[dnsHeaderLen:], tc.want) {
+		if len(got) < headerLen || !slices.Equal(got[:headerLen], header) || !slices.Equal(got[headerLen:], tc.want) {
 			t.Errorf("buildQuery(%q) = % x, want % x % x", tc.name, got, header, tc.want)
 		}
 	}

@@ -4,38 +4,69 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 )
 
-// namePrefix starts every namespace a sandbox creates; the creating
-// process's PID follows, so a sweep can tell a live run's namespaces from
-// those a crashed run left behind.
-const namePrefix = "qnt"
+// The prefixes of sandbox IDs, and so of every namespace and temporary
+// directory a sandbox creates; the creating process's PID follows, so a
+// sweep can tell a live run's sandboxes from those a dead run left behind.
+// A kept sandbox (Options.Keep) has a prefix of its own, which
+// RemoveLeftovers never sweeps.
+const (
+	namePrefix = "qnt"
+	keptPrefix = "qnk"
+)
 
-var ownedName = regexp.MustCompile(`^` + namePrefix + `([0-9]+)x`)
+var (
+	leftoverName = regexp.MustCompile(`^` + namePrefix + `([0-9]+)x`)
+	keptName     = regexp.MustCompile(`^` + keptPrefix + `([0-9]+)x`)
+	// clientName is a client qube's namespace: its domid and devid, which
+	// name its vif and so the NAT namespace vif-route-qubes may create.
+	clientName = regexp.MustCompile(`-c([0-9]+)x([0-9]+)$`)
+)
 
-// RemoveLeftovers deletes the namespaces, and kills the processes in them,
-// of sandboxes whose creating process no longer exists. A live process's
-// sandboxes are never touched, so concurrent test binaries are safe.
-func RemoveLeftovers() error {
+// RemoveLeftovers deletes what sandboxes of processes that no longer exist
+// left: their namespaces (killing the processes in them), the NAT-mode
+// namespace of each of their clients' vifs, and their temporary
+// directories. A live process's sandboxes are never touched, so concurrent
+// test binaries are safe; kept sandboxes are left to RemoveKept.
+func RemoveLeftovers() error { return removeDead(leftoverName, namePrefix) }
+
+// RemoveKept deletes, as RemoveLeftovers does, the kept sandboxes (see
+// Options.Keep) whose creating process has exited.
+func RemoveKept() error { return removeDead(keptName, keptPrefix) }
+
+func removeDead(owned *regexp.Regexp, prefix string) error {
 	names, err := namespaceNames()
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, name := range names {
-		m := ownedName.FindStringSubmatch(name)
+	dead := func(name string) bool {
+		m := owned.FindStringSubmatch(name)
 		if m == nil {
-			continue
+			return false
 		}
 		pid, err := strconv.Atoi(m[1])
-		if err != nil || processExists(pid) {
-			continue
+		return err == nil && !processExists(pid)
+	}
+	var errs []error
+	for _, name := range names {
+		if dead(name) {
+			errs = append(errs, deleteOwnNamespace(name))
 		}
-		errs = append(errs, deleteNamespace(name))
+	}
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	errs = append(errs, err)
+	for _, dir := range dirs {
+		if dead(filepath.Base(dir)) {
+			if err := os.RemoveAll(dir); err != nil {
+				errs = append(errs, fmt.Errorf("remove leftover %s: %w", dir, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -59,6 +90,19 @@ func namespaceNames() ([]string, error) {
 		names = append(names, e.Name())
 	}
 	return names, nil
+}
+
+// deleteOwnNamespace deletes one of a sandbox's namespaces and, for a
+// client's, the NAT-mode namespace vif-route-qubes may have created for its
+// vif, which is named after the vif, not the sandbox.
+func deleteOwnNamespace(name string) error {
+	var err error
+	if m := clientName.FindStringSubmatch(name); m != nil {
+		if nat := "vif" + m[1] + "." + m[2] + "-nat"; namespaceExists(nat) {
+			err = deleteNamespace(nat)
+		}
+	}
+	return errors.Join(err, deleteNamespace(name))
 }
 
 // deleteNamespace kills the processes inside the namespace (never this

@@ -40,6 +40,9 @@ const (
 type Options struct {
 	// NoBaseRuleset leaves the network qube without nftables rules.
 	NoBaseRuleset bool
+	// Keep names the sandbox for outliving its process (make demo KEEP=1):
+	// RemoveLeftovers spares it, RemoveKept removes it.
+	Keep bool
 }
 
 // Sandbox is one set of namespaces; its ID prefixes every namespace name.
@@ -60,7 +63,11 @@ var sandboxCount atomic.Uint64
 // New builds the network qube and upstream namespaces, wired by a veth pair.
 // On failure it removes whatever it had created.
 func New(opts Options) (s *Sandbox, err error) {
-	id := fmt.Sprintf("%s%dx%d", namePrefix, os.Getpid(), sandboxCount.Add(1))
+	prefix := namePrefix
+	if opts.Keep {
+		prefix = keptPrefix
+	}
+	id := fmt.Sprintf("%s%dx%d", prefix, os.Getpid(), sandboxCount.Add(1))
 	s = &Sandbox{
 		ID:        id,
 		NetVM:     &NS{Name: id + "-netvm"},
@@ -127,8 +134,9 @@ func New(opts Options) (s *Sandbox, err error) {
 }
 
 // Close stops the resolvers, kills every process left in the sandbox's
-// namespaces, deletes the namespaces and the temporary files. Calling it
-// again does nothing.
+// namespaces, deletes the namespaces (with the NAT-mode namespace of each
+// client's vif, if vif-route-qubes left one) and the temporary files.
+// Calling it again does nothing.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -148,7 +156,7 @@ func (s *Sandbox) Close() error {
 	errs = append(errs, err)
 	for _, name := range names {
 		if strings.HasPrefix(name, s.ID+"-") {
-			errs = append(errs, deleteNamespace(name))
+			errs = append(errs, deleteOwnNamespace(name))
 		}
 	}
 	if s.dir != "" {

@@ -333,9 +333,12 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestRemoveLeftoversSparesLiveRuns makes a namespace named after a dead
-// process, with a process inside, and one named after this live process:
-// the sweep removes the first (killing its process) and keeps the second.
+// TestRemoveLeftoversSparesLiveRuns makes namespaces and temporary
+// directories named after a dead process (a client's among them, with the
+// NAT namespace of its vif, and a process inside the netvm's), the same
+// named after this live process, and a kept sandbox's of the dead process:
+// RemoveLeftovers removes the first (killing its process) and keeps the
+// others; RemoveKept then removes the kept one.
 func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 	sandboxtest.RequireRoot(t)
 	exited := exec.Command("true")
@@ -343,13 +346,35 @@ func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	dead := fmt.Sprintf("qnt%dx1-netvm", exited.Process.Pid)
+	deadClient := fmt.Sprintf("qnt%dx1-c32701x0", exited.Process.Pid)
+	deadNAT := "vif32701.0-nat"
 	live := fmt.Sprintf("qnt%dx999999-netvm", os.Getpid())
-	for _, name := range []string{dead, live} {
+	kept := fmt.Sprintf("qnk%dx1-netvm", exited.Process.Pid)
+	for _, name := range []string{dead, deadClient, deadNAT, live, kept} {
 		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 			t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 		}
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
 	}
+	// Named as New names its temporary directory: the sandbox ID and "-".
+	tempDir := func(name string) string {
+		dir, err := os.MkdirTemp("", strings.TrimSuffix(name, "netvm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		return dir
+	}
+	deadDir, liveDir, keptDir := tempDir(dead), tempDir(live), tempDir(kept)
+	exist := func(paths ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, p := range paths {
+			_, err := os.Stat(p)
+			m[p] = err == nil
+		}
+		return m
+	}
+	ns := func(name string) string { return "/run/netns/" + name }
 	sleeper := exec.Command("ip", "netns", "exec", dead, "sleep", "600")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
@@ -374,11 +399,21 @@ func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 	if err := sandbox.RemoveLeftovers(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat("/run/netns/" + dead); err == nil {
-		t.Errorf("namespace %s of a dead process survived RemoveLeftovers", dead)
+	paths := []string{ns(dead), ns(deadClient), ns(deadNAT), deadDir, ns(live), liveDir, ns(kept), keptDir}
+	want := map[string]bool{ns(live): true, liveDir: true, ns(kept): true, keptDir: true}
+	for p, there := range exist(paths...) {
+		if there != want[p] {
+			t.Errorf("after RemoveLeftovers %s exists: %v, want %v", p, there, want[p])
+		}
 	}
-	if _, err := os.Stat("/run/netns/" + live); err != nil {
-		t.Errorf("namespace %s of this live process was removed: %v", live, err)
+	if err := sandbox.RemoveKept(); err != nil {
+		t.Fatal(err)
+	}
+	want[ns(kept)], want[keptDir] = false, false
+	for p, there := range exist(paths...) {
+		if there != want[p] {
+			t.Errorf("after RemoveKept %s exists: %v, want %v", p, there, want[p])
+		}
 	}
 	select {
 	case <-sleeperDone:

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,18 +49,7 @@ func TestRoundTrip(t *testing.T) {
 	if got, _ := s.Get(vif + "/hotplug-status"); got != string(value) {
 		t.Errorf("store holds %q, want %q", got, value)
 	}
-	if got, err := c.Directory(vif); err != nil || !slices.Equal(got, []string{"hotplug-status", "mac"}) {
-		t.Errorf("Directory = %q, %v", got, err)
-	}
-	if got, err := c.Directory(vif + "/mac"); err != nil || len(got) != 0 {
-		t.Errorf("Directory of a leaf = %q, %v; want empty", got, err)
-	}
-	if err := c.Rm(vif); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := s.Get(vif + "/mac"); ok {
-		t.Error("Rm left the subtree")
-	}
+	s.Delete(vif + "/mac")
 
 	_, err := c.Read(vif + "/mac")
 	if !errors.Is(err, xenstore.ErrNotFound) || !errors.Is(err, syscall.ENOENT) {
@@ -138,9 +126,6 @@ func TestTransaction(t *testing.T) {
 				if err := tx.Write(vif+"/hotplug-error", []byte("bad mac")); err != nil {
 					return err
 				}
-				if got, err := tx.Read(vif + "/hotplug-error"); err != nil || string(got) != "bad mac" {
-					t.Errorf("transaction reads %q, %v of its own write", got, err)
-				}
 				if _, err := c.Read(vif + "/hotplug-error"); !errors.Is(err, xenstore.ErrNotFound) {
 					t.Errorf("uncommitted write visible outside: %v", err)
 				}
@@ -205,9 +190,9 @@ func TestRefusedBeforeSending(t *testing.T) {
 		{"largest value", func(c *xenstore.Client) error { return c.Write(path, fits) }, nil, ""},
 		{"value one byte too large", func(c *xenstore.Client) error { return c.Write(path, append(fits, 'x')) }, syscall.E2BIG, path},
 		{"path with NUL", func(c *xenstore.Client) error { _, err := c.Read("/a\x00b"); return err }, syscall.EINVAL, `"/a\x00b"`},
-		{"empty path", func(c *xenstore.Client) error { return c.Rm("") }, syscall.EINVAL, "empty path"},
+		{"empty path", func(c *xenstore.Client) error { _, err := c.Read(""); return err }, syscall.EINVAL, "empty path"},
 		{"path too long", func(c *xenstore.Client) error {
-			_, err := c.Directory("/" + strings.Repeat("a", 4095))
+			_, err := c.Read("/" + strings.Repeat("a", 4095))
 			return err
 		}, syscall.E2BIG, "/aaaa"},
 	}

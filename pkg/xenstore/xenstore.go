@@ -1,5 +1,5 @@
-// Package xenstore is a XenStore client: it reads, writes, lists and removes
-// nodes, alone or in a transaction, by speaking the xsd_sockmsg wire
+// Package xenstore is a XenStore client: it reads and writes nodes, and
+// writes several in one transaction, by speaking the xsd_sockmsg wire
 // protocol to xenstored's Unix socket or to the xenbus device, as
 // libxenstore does, without cgo or external tools.
 package xenstore
@@ -36,7 +36,7 @@ const ErrNotFound = syscall.ENOENT
 
 // Error is an ERROR reply from the daemon.
 type Error struct {
-	Op   string // request: "read", "write", "directory", "rm", "transaction-start", "transaction-end"
+	Op   string // request: "read", "write", "transaction-start", "transaction-end"
 	Path string // XenStore path as the caller gave it; empty for transaction requests
 	Name string // error name as the daemon sent it, e.g. "ENOENT"
 	// Errno is the errno Name stands for; EIO when the name is not one of
@@ -144,16 +144,16 @@ func (c *Client) Close() error {
 }
 
 // Read returns the value of the node at path.
-func (c *Client) Read(path string) ([]byte, error) { return c.read(0, path) }
+func (c *Client) Read(path string) ([]byte, error) {
+	payload, err := pathPayload("read", path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.request("read", path, xswire.Read, 0, payload)
+}
 
 // Write sets the node at path to value, creating it and missing parents.
 func (c *Client) Write(path string, value []byte) error { return c.write(0, path, value) }
-
-// Directory returns the names of the children of the node at path.
-func (c *Client) Directory(path string) ([]string, error) { return c.directory(0, path) }
-
-// Rm removes the node at path with its subtree.
-func (c *Client) Rm(path string) error { return c.rm(0, path) }
 
 // Tx is a transaction in progress, valid only inside the function given
 // to Transaction.
@@ -163,45 +163,14 @@ type Tx struct {
 	ended atomic.Bool
 }
 
-// Read is Client.Read inside the transaction.
-func (tx *Tx) Read(path string) ([]byte, error) {
-	if err := tx.usable("read", path); err != nil {
-		return nil, err
-	}
-	return tx.c.read(tx.id, path)
-}
-
-// Write is Client.Write inside the transaction.
+// Write is Client.Write inside the transaction. It is refused once the
+// transaction ended, because the daemon may by then have given its id to
+// another transaction.
 func (tx *Tx) Write(path string, value []byte) error {
-	if err := tx.usable("write", path); err != nil {
-		return err
+	if tx.ended.Load() {
+		return fmt.Errorf("xenstore write %s: transaction %d already ended", path, tx.id)
 	}
 	return tx.c.write(tx.id, path, value)
-}
-
-// Directory is Client.Directory inside the transaction.
-func (tx *Tx) Directory(path string) ([]string, error) {
-	if err := tx.usable("directory", path); err != nil {
-		return nil, err
-	}
-	return tx.c.directory(tx.id, path)
-}
-
-// Rm is Client.Rm inside the transaction.
-func (tx *Tx) Rm(path string) error {
-	if err := tx.usable("rm", path); err != nil {
-		return err
-	}
-	return tx.c.rm(tx.id, path)
-}
-
-// usable refuses requests after the transaction ended, because the daemon
-// may by then have given its id to another transaction.
-func (tx *Tx) usable(op, path string) error {
-	if tx.ended.Load() {
-		return fmt.Errorf("xenstore %s %s: transaction %d already ended", op, path, tx.id)
-	}
-	return nil
 }
 
 // Transaction runs fn in a transaction and commits it. When fn fails the
@@ -233,46 +202,12 @@ func (c *Client) Transaction(fn func(tx *Tx) error) error {
 	}
 }
 
-func (c *Client) read(txID uint32, path string) ([]byte, error) {
-	payload, err := pathPayload("read", path, nil)
-	if err != nil {
-		return nil, err
-	}
-	return c.request("read", path, xswire.Read, txID, payload)
-}
-
 func (c *Client) write(txID uint32, path string, value []byte) error {
 	payload, err := pathPayload("write", path, value)
 	if err != nil {
 		return err
 	}
 	_, err = c.request("write", path, xswire.Write, txID, payload)
-	return err
-}
-
-func (c *Client) directory(txID uint32, path string) ([]string, error) {
-	payload, err := pathPayload("directory", path, nil)
-	if err != nil {
-		return nil, err
-	}
-	reply, err := c.request("directory", path, xswire.Directory, txID, payload)
-	if err != nil {
-		return nil, err
-	}
-	// Each name ends with a NUL; tolerate a missing final one.
-	reply = bytes.TrimSuffix(reply, []byte{0})
-	if len(reply) == 0 {
-		return []string{}, nil
-	}
-	return strings.Split(string(reply), "\x00"), nil
-}
-
-func (c *Client) rm(txID uint32, path string) error {
-	payload, err := pathPayload("rm", path, nil)
-	if err != nil {
-		return err
-	}
-	_, err = c.request("rm", path, xswire.Rm, txID, payload)
 	return err
 }
 

@@ -6,19 +6,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb"
+	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
 )
 
 func start(t *testing.T, initial map[string]string) (*qubesdbfake.Server, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "qubesdb.sock")
+	sock := filepath.Join(t.TempDir(), "qdbwire.sock")
 	srv, err := qubesdbfake.Start(sock, initial)
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +47,9 @@ func dialRaw(t *testing.T, sock string) *raw {
 	return &raw{t: t, nc: nc}
 }
 
-func (r *raw) send(typ qubesdb.MsgType, path string, data []byte) {
+func (r *raw) send(typ qdbwire.MsgType, path string, data []byte) {
 	r.t.Helper()
-	b, err := qubesdb.MarshalHeader(qubesdb.Header{Type: typ, Path: path, DataLen: uint32(len(data))})
+	b, err := qdbwire.Marshal(qdbwire.Header{Type: typ, Path: path, DataLen: uint32(len(data))})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -60,12 +59,12 @@ func (r *raw) send(typ qubesdb.MsgType, path string, data []byte) {
 }
 
 // recv reads one message: its header and data.
-func (r *raw) recv() (qubesdb.Header, string, error) {
-	var buf [qubesdb.HeaderSize]byte
+func (r *raw) recv() (qdbwire.Header, string, error) {
+	var buf [qdbwire.HeaderSize]byte
 	if _, err := io.ReadFull(r.nc, buf[:]); err != nil {
-		return qubesdb.Header{}, "", err
+		return qdbwire.Header{}, "", err
 	}
-	h, err := qubesdb.UnmarshalHeader(buf[:])
+	h, err := qdbwire.Unmarshal(buf[:])
 	if err != nil {
 		return h, "", err
 	}
@@ -74,7 +73,7 @@ func (r *raw) recv() (qubesdb.Header, string, error) {
 	return h, string(data), err
 }
 
-func (r *raw) mustRecv() (qubesdb.Header, string) {
+func (r *raw) mustRecv() (qdbwire.Header, string) {
 	r.t.Helper()
 	h, data, err := r.recv()
 	if err != nil {
@@ -86,8 +85,8 @@ func (r *raw) mustRecv() (qubesdb.Header, string) {
 // readsStillWork proves the connection is still in step after a refusal.
 func (r *raw) readsStillWork() {
 	r.t.Helper()
-	r.send(qubesdb.CmdRead, "/x", nil)
-	if h, data := r.mustRecv(); h.Type != qubesdb.RespRead || h.Path != "/x" || data != "1" {
+	r.send(qdbwire.CmdRead, "/x", nil)
+	if h, data := r.mustRecv(); h.Type != qdbwire.RespRead || h.Path != "/x" || data != "1" {
 		r.t.Fatalf("READ /x after a refusal = %+v %q", h, data)
 	}
 }
@@ -96,25 +95,23 @@ func TestInvalidRequestsAnswerError(t *testing.T) {
 	_, sock := start(t, map[string]string{"/x": "1"})
 	tests := []struct {
 		name string
-		typ  qubesdb.MsgType
+		typ  qdbwire.MsgType
 		path string
 		data []byte
 	}{
-		{"forbidden character", qubesdb.CmdRead, "/a b", nil},
-		{"leading dash", qubesdb.CmdRead, "-a", nil},
+		{"forbidden character", qdbwire.CmdRead, "/a b", nil},
+		{"leading dash", qdbwire.CmdRead, "-a", nil},
 		{"unknown type", 42, "/x", []byte("junk")},
-		{"response type as command", qubesdb.RespOK, "/x", nil},
-		{"data_len at MaxData", qubesdb.CmdWrite, "/x", make([]byte, qubesdb.MaxData)},
-		{"list with data", qubesdb.CmdList, "/", []byte("d")},
-		{"multiread with data", qubesdb.CmdMultiread, "/", []byte("d")},
-		{"rm with data", qubesdb.CmdRm, "/x", []byte("d")},
-		{"NUL in written value", qubesdb.CmdWrite, "/x", []byte("a\x00b")},
+		{"response type as command", qdbwire.RespOK, "/x", nil},
+		{"data_len at MaxData", qdbwire.CmdWrite, "/x", make([]byte, qdbwire.MaxData)},
+		{"write, which nothing here sends", qdbwire.CmdWrite, "/x", []byte("v")},
+		{"multiread, which nothing here sends", qdbwire.CmdMultiread, "/", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := dialRaw(t, sock)
 			r.send(tt.typ, tt.path, tt.data)
-			if h, _ := r.mustRecv(); h.Type != qubesdb.RespError || h.Path != tt.path || h.DataLen != 0 {
+			if h, _ := r.mustRecv(); h.Type != qdbwire.RespError || h.Path != tt.path || h.DataLen != 0 {
 				t.Fatalf("reply %+v, want RESP_ERROR for %q", h, tt.path)
 			}
 			r.readsStillWork()
@@ -122,109 +119,39 @@ func TestInvalidRequestsAnswerError(t *testing.T) {
 	}
 }
 
-func TestDisconnects(t *testing.T) {
-	_, sock := start(t, map[string]string{"/x": "1"})
-	tests := []struct {
-		name      string
-		typ       qubesdb.MsgType
-		path      string
-		data      []byte
-		wantError bool // RESP_ERROR before the hang-up
+func TestReadAnswers(t *testing.T) {
+	srv, sock := start(t, map[string]string{"/x": "1", "/empty": ""})
+	srv.Fail("/broken")
+	r := dialRaw(t, sock)
+	for _, tt := range []struct {
+		path string
+		want qdbwire.Header
+		data string
 	}{
-		{"read with data", qubesdb.CmdRead, "/x", []byte("d"), false},
-		{"write to a directory path", qubesdb.CmdWrite, "/dir/", []byte("v"), true},
-		{"write to a relative path", qubesdb.CmdWrite, "rel", []byte("v"), true},
+		{"/x", qdbwire.Header{Type: qdbwire.RespRead, Path: "/x", DataLen: 1}, "1"},
+		{"/empty", qdbwire.Header{Type: qdbwire.RespRead, Path: "/empty"}, ""},
+		{"/absent", qdbwire.Header{Type: qdbwire.RespErrorNoent, Path: "/absent"}, ""},
+		{"/broken", qdbwire.Header{Type: qdbwire.RespError, Path: "/broken"}, ""},
+	} {
+		r.send(qdbwire.CmdRead, tt.path, nil)
+		if h, data := r.mustRecv(); h != tt.want || data != tt.data {
+			t.Errorf("READ %s = %+v %q, want %+v %q", tt.path, h, data, tt.want, tt.data)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := dialRaw(t, sock)
-			r.send(tt.typ, tt.path, tt.data)
-			if tt.wantError {
-				if h, _ := r.mustRecv(); h.Type != qubesdb.RespError {
-					t.Fatalf("reply %+v, want RESP_ERROR", h)
-				}
-			}
-			// Closing with unread request data makes the kernel send a reset.
-			if h, _, err := r.recv(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("after %s: got %+v, %v; want the connection closed", tt.name, h, err)
-			}
-		})
+	srv.Delete("/x")
+	r.send(qdbwire.CmdRead, "/x", nil)
+	if h, _ := r.mustRecv(); h.Type != qdbwire.RespErrorNoent {
+		t.Errorf("READ /x after Delete = %+v, want RESP_ERROR_NOENT", h)
 	}
 }
 
-// dump collects the paths of a LIST or MULTIREAD reply up to its terminator.
-func dump(t *testing.T, r *raw, cmd, resp qubesdb.MsgType, prefix string) []string {
-	t.Helper()
-	r.send(cmd, prefix, nil)
-	var paths []string
-	for {
-		h, data := r.mustRecv()
-		if h.Type != resp {
-			t.Fatalf("%s %q: reply %+v", cmd, prefix, h)
-		}
-		if h.Path == "" {
-			if h.DataLen != 0 {
-				t.Fatalf("%s %q: terminator carries %d bytes", cmd, prefix, h.DataLen)
-			}
-			return paths
-		}
-		if cmd == qubesdb.CmdList && data != "" {
-			t.Fatalf("LIST %q: entry %q carries data %q", prefix, h.Path, data)
-		}
-		paths = append(paths, h.Path)
-	}
-}
-
-func TestDumpOrder(t *testing.T) {
-	_, sock := start(t, map[string]string{"/b": "2", "/a": "1", "/c/d": "3"})
+func TestReadWithDataDisconnects(t *testing.T) {
+	_, sock := start(t, map[string]string{"/x": "1"})
 	r := dialRaw(t, sock)
-	sorted := []string{"/a", "/b", "/c/d"}
-	if got := dump(t, r, qubesdb.CmdList, qubesdb.RespList, ""); !slices.Equal(got, sorted) {
-		t.Errorf("LIST \"\" = %q, want %q", got, sorted)
-	}
-	if got := dump(t, r, qubesdb.CmdMultiread, qubesdb.RespMultiread, "/"); !slices.Equal(got, sorted) {
-		t.Errorf("MULTIREAD / = %q, want %q", got, sorted)
-	}
-	// The daemon dumps the whole database backwards, for its peer's
-	// insertion sort.
-	reversed := []string{"/c/d", "/b", "/a"}
-	if got := dump(t, r, qubesdb.CmdMultiread, qubesdb.RespMultiread, ""); !slices.Equal(got, reversed) {
-		t.Errorf("MULTIREAD \"\" = %q, want %q", got, reversed)
-	}
-}
-
-func TestWatchMatching(t *testing.T) {
-	srv, sock := start(t, map[string]string{"/end": "e"})
-	r := dialRaw(t, sock)
-	for _, w := range []string{"/a/", "/b", "/b"} {
-		r.send(qubesdb.CmdWatch, w, nil)
-		if h, _ := r.mustRecv(); h.Type != qubesdb.RespOK || h.Path != w {
-			t.Fatalf("WATCH %q: reply %+v", w, h)
-		}
-	}
-	for _, p := range []string{"/a/x", "/ab", "/b", "/b/c", "/a"} {
-		srv.Set(p, "v")
-	}
-	srv.Delete("/a/x")
-	srv.Delete("/never-there")
-
-	// Events come before the reply to the next request.
-	r.send(qubesdb.CmdRead, "/end", nil)
-	var events []string
-	for {
-		h, _ := r.mustRecv()
-		if h.Type != qubesdb.RespWatch {
-			if h.Type != qubesdb.RespRead {
-				t.Fatalf("reply %+v, want RESP_READ", h)
-			}
-			break
-		}
-		events = append(events, h.Path)
-	}
-	// "/b" is watched twice, so it fires twice.
-	want := []string{"/a/x", "/b", "/b", "/a/x"}
-	if !slices.Equal(events, want) {
-		t.Errorf("events %q, want %q", events, want)
+	r.send(qdbwire.CmdRead, "/x", []byte("d"))
+	// Closing with unread request data makes the kernel send a reset.
+	if h, _, err := r.recv(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after a READ with data: got %+v, %v; want the connection closed", h, err)
 	}
 }
 
@@ -232,7 +159,7 @@ func TestStallReleasedByClose(t *testing.T) {
 	srv, sock := start(t, map[string]string{"/slow": "x"})
 	srv.Stall("/slow")
 	r := dialRaw(t, sock)
-	r.send(qubesdb.CmdRead, "/slow", nil)
+	r.send(qdbwire.CmdRead, "/slow", nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(srv.Requests()) == 0 {
 		if time.Now().After(deadline) {

@@ -1,4 +1,4 @@
-package qubesdb_test
+package qdbwire_test
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb"
+	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
 )
 
 // knownHeader is RESP_READ for "/ab" with data_len 0x01020304, written out
@@ -29,68 +29,68 @@ func TestHeaderLayout(t *testing.T) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		t.Skip("the hand-written header is little-endian; this host is big-endian")
 	}
-	if len(knownHeader) != qubesdb.HeaderSize {
-		t.Fatalf("literal is %d bytes, want %d", len(knownHeader), qubesdb.HeaderSize)
+	if len(knownHeader) != qdbwire.HeaderSize {
+		t.Fatalf("literal is %d bytes, want %d", len(knownHeader), qdbwire.HeaderSize)
 	}
-	want := qubesdb.Header{Type: qubesdb.RespRead, Path: "/ab", DataLen: 0x01020304}
-	got, err := qubesdb.MarshalHeader(want)
+	want := qdbwire.Header{Type: qdbwire.RespRead, Path: "/ab", DataLen: 0x01020304}
+	got, err := qdbwire.Marshal(want)
 	if err != nil {
-		t.Fatalf("MarshalHeader(%+v): %v", want, err)
+		t.Fatalf("Marshal(%+v): %v", want, err)
 	}
 	if !bytes.Equal(got, knownHeader) {
-		t.Errorf("MarshalHeader(%+v) =\n% x\nwant\n% x", want, got, knownHeader)
+		t.Errorf("Marshal(%+v) =\n% x\nwant\n% x", want, got, knownHeader)
 	}
-	back, err := qubesdb.UnmarshalHeader(knownHeader)
+	back, err := qdbwire.Unmarshal(knownHeader)
 	if err != nil || back != want {
-		t.Errorf("UnmarshalHeader(literal) = %+v, %v; want %+v", back, err, want)
+		t.Errorf("Unmarshal(literal) = %+v, %v; want %+v", back, err, want)
 	}
 }
 
-func TestUnmarshalHeader(t *testing.T) {
+func TestUnmarshal(t *testing.T) {
 	// What the C client sends: garbage after the path's NUL and in the pad.
 	dirty := bytes.Clone(knownHeader)
 	copy(dirty[5:], "garbage")
 	copy(dirty[65:], []byte{0xb2, 0x1d, 0x27})
 	// A path field with no NUL at all: the daemon forces the last byte to NUL.
 	unterminated := bytes.Clone(knownHeader)
-	for i := 1; i <= qubesdb.MaxPath; i++ {
+	for i := 1; i <= qdbwire.MaxPath; i++ {
 		unterminated[i] = 'x'
 	}
 
 	tests := []struct {
 		name    string
 		in      []byte
-		want    qubesdb.Header
+		want    qdbwire.Header
 		wantErr bool
 	}{
-		{name: "garbage after NUL and in padding", in: dirty, want: qubesdb.Header{Type: qubesdb.RespRead, Path: "/ab", DataLen: 0x01020304}},
-		{name: "unterminated path cut to 63 bytes", in: unterminated, want: qubesdb.Header{Type: qubesdb.RespRead, Path: strings.Repeat("x", qubesdb.MaxPath-1), DataLen: 0x01020304}},
+		{name: "garbage after NUL and in padding", in: dirty, want: qdbwire.Header{Type: qdbwire.RespRead, Path: "/ab", DataLen: 0x01020304}},
+		{name: "unterminated path cut to 63 bytes", in: unterminated, want: qdbwire.Header{Type: qdbwire.RespRead, Path: strings.Repeat("x", qdbwire.MaxPath-1), DataLen: 0x01020304}},
 		{name: "short", in: knownHeader[:71], wantErr: true},
 		{name: "long", in: append(bytes.Clone(knownHeader), 0), wantErr: true},
 		{name: "empty", in: nil, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := qubesdb.UnmarshalHeader(tt.in)
+			got, err := qdbwire.Unmarshal(tt.in)
 			if tt.wantErr {
 				if err == nil {
-					t.Fatalf("UnmarshalHeader(%d bytes) = %+v, want an error", len(tt.in), got)
+					t.Fatalf("Unmarshal(%d bytes) = %+v, want an error", len(tt.in), got)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("UnmarshalHeader = %+v, %v; want %+v", got, err, tt.want)
+				t.Fatalf("Unmarshal = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
 	}
 }
 
-func TestMarshalHeaderRefuses(t *testing.T) {
-	for _, path := range []string{strings.Repeat("a", qubesdb.MaxPath), "/a\x00b"} {
-		if b, err := qubesdb.MarshalHeader(qubesdb.Header{Path: path}); err == nil {
-			t.Errorf("MarshalHeader(path %q) = % x, want an error", path, b)
+func TestMarshalRefuses(t *testing.T) {
+	for _, path := range []string{strings.Repeat("a", qdbwire.MaxPath), "/a\x00b"} {
+		if b, err := qdbwire.Marshal(qdbwire.Header{Path: path}); err == nil {
+			t.Errorf("Marshal(path %q) = % x, want an error", path, b)
 		} else if !strings.Contains(err.Error(), path[:2]) {
-			t.Errorf("MarshalHeader(path %q) error %q does not name the path", path, err)
+			t.Errorf("Marshal(path %q) error %q does not name the path", path, err)
 		}
 	}
 }
@@ -104,8 +104,8 @@ func TestValidatePath(t *testing.T) {
 		{"/mapped-ip/10.137.0.5/visible-ip", true},
 		{"/a_b:c@d.e/", true},
 		{"", true},
-		{"/" + strings.Repeat("a", qubesdb.MaxPath-2), true},
-		{"/" + strings.Repeat("a", qubesdb.MaxPath-1), false},
+		{"/" + strings.Repeat("a", qdbwire.MaxPath-2), true},
+		{"/" + strings.Repeat("a", qdbwire.MaxPath-1), false},
 		{"-leading-dash", false},
 		{"/a b", false},
 		{"/a\x00", false},
@@ -113,40 +113,40 @@ func TestValidatePath(t *testing.T) {
 		{"/a*", false},
 	}
 	for _, tt := range tests {
-		err := qubesdb.ValidatePath(tt.path)
+		err := qdbwire.ValidatePath(tt.path)
 		if (err == nil) != tt.ok {
 			t.Errorf("ValidatePath(%q) = %v, want ok=%v", tt.path, err, tt.ok)
 		}
-		if err != nil && !errors.Is(err, qubesdb.ErrInvalidPath) {
+		if err != nil && !errors.Is(err, qdbwire.ErrInvalidPath) {
 			t.Errorf("ValidatePath(%q) = %v, does not wrap ErrInvalidPath", tt.path, err)
 		}
 	}
 }
 
-func FuzzUnmarshalHeader(f *testing.F) {
+func FuzzUnmarshal(f *testing.F) {
 	f.Add(knownHeader)
-	f.Add(make([]byte, qubesdb.HeaderSize))
+	f.Add(make([]byte, qdbwire.HeaderSize))
 	f.Add([]byte("short"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := qubesdb.UnmarshalHeader(b)
-		if len(b) != qubesdb.HeaderSize {
+		h, err := qdbwire.Unmarshal(b)
+		if len(b) != qdbwire.HeaderSize {
 			if err == nil {
-				t.Fatalf("UnmarshalHeader accepted %d bytes", len(b))
+				t.Fatalf("Unmarshal accepted %d bytes", len(b))
 			}
 			return
 		}
 		if err != nil {
-			t.Fatalf("UnmarshalHeader(%d bytes): %v", len(b), err)
+			t.Fatalf("Unmarshal(%d bytes): %v", len(b), err)
 		}
-		if h.Type != qubesdb.MsgType(b[0]) || h.DataLen != binary.NativeEndian.Uint32(b[68:]) {
-			t.Fatalf("UnmarshalHeader = %+v, disagrees with bytes % x", h, b)
+		if h.Type != qdbwire.MsgType(b[0]) || h.DataLen != binary.NativeEndian.Uint32(b[68:]) {
+			t.Fatalf("Unmarshal = %+v, disagrees with bytes % x", h, b)
 		}
 		// Every decoded header re-encodes and decodes to itself.
-		again, err := qubesdb.MarshalHeader(h)
+		again, err := qdbwire.Marshal(h)
 		if err != nil {
-			t.Fatalf("MarshalHeader(%+v) of a decoded header: %v", h, err)
+			t.Fatalf("Marshal(%+v) of a decoded header: %v", h, err)
 		}
-		if h2, err := qubesdb.UnmarshalHeader(again); err != nil || h2 != h {
+		if h2, err := qdbwire.Unmarshal(again); err != nil || h2 != h {
 			t.Fatalf("round trip %+v -> %+v, %v", h, h2, err)
 		}
 	})

@@ -1,4 +1,6 @@
-package qubesdb
+// Package qdbwire is QubesDB's wire format, shared by the client and the
+// fake daemon: the qdb_hdr message header and the daemon's path rule.
+package qdbwire
 
 import (
 	"bytes"
@@ -68,10 +70,10 @@ type Header struct {
 	DataLen uint32
 }
 
-// MarshalHeader encodes h in the daemon's layout, in host byte order, with
+// Marshal encodes h in the daemon's layout, in host byte order, with
 // every byte after the path's NUL zeroed (the C client leaves them
 // uninitialised; the daemon ignores them).
-func MarshalHeader(h Header) ([]byte, error) {
+func Marshal(h Header) ([]byte, error) {
 	if len(h.Path) >= MaxPath {
 		return nil, fmt.Errorf("encode header for %q: path is %d bytes, must be under %d", h.Path, len(h.Path), MaxPath)
 	}
@@ -85,11 +87,11 @@ func MarshalHeader(h Header) ([]byte, error) {
 	return b, nil
 }
 
-// UnmarshalHeader decodes a header. Like the daemon, it treats the last path
+// Unmarshal decodes a header. Like the daemon, it treats the last path
 // byte as a terminator, so the decoded path is always shorter than MaxPath and
 // re-encodes without error. Nothing else is checked: the caller judges the
 // type, path and length in the context of its request.
-func UnmarshalHeader(b []byte) (Header, error) {
+func Unmarshal(b []byte) (Header, error) {
 	if len(b) != HeaderSize {
 		return Header{}, fmt.Errorf("decode header: got %d bytes, want %d", len(b), HeaderSize)
 	}
