@@ -96,14 +96,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer xs.Close()
-	// Where both udev rules and the toolstack run hotplug scripts, the
-	// toolstack marks that it does so; the udev-started run then steps aside.
-	if env("UDEV_CALL") != "" {
-		if _, err := xs.Read("libxl/disable_udev"); err == nil {
-			log.Debug("the toolstack runs hotplug scripts itself (libxl/disable_udev); nothing to do")
-			return 0
-		}
-	}
 
 	opts.LinkWait = *linkWait
 	var db *qubesdb.Client
