@@ -1,0 +1,45 @@
+package main_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/qubes-netvm/qnet/pkg/sandbox"
+)
+
+// Hardening follows systemd-sysctl's failure rules: a key the kernel lacks
+// (ENOENT) and a read-only one (EACCES) are logged and skipped, the rest of
+// the file is applied, and the client has network.
+func TestHardeningSkipsMissingAndReadOnlyKeys(t *testing.T) {
+	r := newRig(t, sandbox.Options{})
+	r.db.Set("/qubes-service/harden-network-interfaces", "1")
+	conf := strings.Join([]string{
+		"net.ipv4.conf.*.send_redirects = 0",
+		"net.ipv4.conf.all.qnet_no_such_key = 1", // absent from every kernel: ENOENT
+		"net.ipv4.conf.all.mc_forwarding = 1",    // mode 0444, even for root: EACCES
+		"net.ipv6.conf.*.accept_ra = 0",
+		"",
+	}, "\n")
+	if err := os.WriteFile(r.hardConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := r.client(sandbox.ClientSpec{Domid: 40, IPv4: "10.137.0.40"}, "10.137.0.40")
+	res := r.mustHotplug("vif40.0", 40, 0, "online")
+	for _, key := range []string{"net/ipv4/conf/all/qnet_no_such_key", "net/ipv4/conf/all/mc_forwarding"} {
+		if !strings.Contains(res.stderr, key) {
+			t.Errorf("the skipped %s is not logged:\n%s", key, res.stderr)
+		}
+	}
+	for key, want := range map[string]string{
+		"net/ipv4/conf/vif40.0/send_redirects": "0",
+		"net/ipv4/conf/all/send_redirects":     "0",
+		"net/ipv6/conf/vif40.0/accept_ra":      "0",
+		"net/ipv4/conf/all/mc_forwarding":      "0",
+	} {
+		if got := r.sysctl(key); got != want {
+			t.Errorf("%s = %s, want %s", key, got, want)
+		}
+	}
+	ping(t, c.NS, "203.0.113.1")
+}
