@@ -90,7 +90,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	log = log.With("vif", inv.Vif)
 
-	xs, err := xenstore.Dial(*timeout)
+	dialXenStore := func() (*xenstore.Client, error) { return xenstore.Dial(*timeout) }
+	xs, err := dialXenStore()
 	if err != nil {
 		log.Error("cannot reach XenStore", "err", err)
 		return 1
@@ -121,7 +122,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if err != nil {
 		log.Error(inv.Command + " failed: " + err.Error())
 		if !*dryRun {
-			if werr := hotplug.ReportError(xs, inv.XenbusPath, err.Error()); werr != nil {
+			if werr := hotplug.ReportError(dialXenStore, inv.XenbusPath, err.Error()); werr != nil {
 				log.Error("cannot report the failure to the toolstack", "err", werr)
 			}
 		}

@@ -43,3 +43,23 @@ func TestHardeningSkipsMissingAndReadOnlyKeys(t *testing.T) {
 	}
 	ping(t, c.NS, "203.0.113.1")
 }
+
+// A XenStore request that times out leaves the run's connection unusable;
+// the failure still reaches the toolstack, through a fresh connection.
+func TestErrorReportedAfterXenStoreTimeout(t *testing.T) {
+	r := newRig(t, sandbox.Options{})
+	r.client(sandbox.ClientSpec{Domid: 41, IPv4: "10.137.0.41"}, "10.137.0.41")
+	before := r.snapshot()
+	r.xs.Stall(xenbusPath(41, 0) + "/type")
+	res := r.hotplug("vif41.0", 41, 0, nil, "online")
+	if res.code != 1 || !strings.Contains(res.stderr, "timeout") {
+		t.Fatalf("exit %d, want 1 with a timeout:\n%s", res.code, res.stderr)
+	}
+	r.requireUnchanged(before)
+	if v, _ := r.xs.Get(xenbusPath(41, 0) + "/hotplug-status"); v != "error" {
+		t.Errorf("hotplug-status = %q, want error\nstderr:\n%s", v, res.stderr)
+	}
+	if v, _ := r.xs.Get(xenbusPath(41, 0) + "/hotplug-error"); !strings.Contains(v, xenbusPath(41, 0)+"/type") || !strings.Contains(v, "timeout") {
+		t.Errorf("hotplug-error = %q, want the timed-out request named", v)
+	}
+}
