@@ -1,7 +1,9 @@
 package main_test
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,4 +64,49 @@ func TestErrorReportedAfterXenStoreTimeout(t *testing.T) {
 	if v, _ := r.xs.Get(xenbusPath(41, 0) + "/hotplug-error"); !strings.Contains(v, xenbusPath(41, 0)+"/type") || !strings.Contains(v, "timeout") {
 		t.Errorf("hotplug-error = %q, want the timed-out request named", v)
 	}
+}
+
+// Offline accepts every interface name online accepted (one rule for
+// vifname and the NAT namespace), in routed and in NAT mode: a vifname with
+// characters the NAT code used to refuse goes online and offline cleanly.
+func TestVifnameAcceptedOnlineGoesOffline(t *testing.T) {
+	t.Run("routed", func(t *testing.T) {
+		r := newRig(t, sandbox.Options{})
+		r.client(sandbox.ClientSpec{Domid: 42, IPv4: "10.137.0.42"}, "10.137.0.42")
+		r.xs.Set(xenbusPath(42, 0)+"/vifname", "work+net")
+		r.mustHotplug("vif42.0", 42, 0, "online")
+		if got := r.elements("ip", "allowed"); !slices.Equal(got, []string{`"work+net" . 10.137.0.42`}) {
+			t.Fatalf("allowed = %v", got)
+		}
+		r.mustHotplug("vif42.0", 42, 0, "offline")
+		if got := r.elements("ip", "allowed"); len(got) != 0 {
+			t.Errorf("allowed after offline = %v", got)
+		}
+		if got := r.routes("-4", "work+net"); len(got) != 0 {
+			t.Errorf("routes after offline = %+v", got)
+		}
+	})
+	t.Run("NAT", func(t *testing.T) {
+		r := newRig(t, sandbox.Options{})
+		// The namespace name is global: make it unique to this process.
+		name := fmt.Sprintf("n+%d", os.Getpid())
+		nsName := name + "-nat"
+		t.Cleanup(func() { _, _ = r.sb.NetVM.Exec("ip", "netns", "delete", nsName) })
+		c := r.client(sandbox.ClientSpec{Domid: 43, IPv4: "10.137.0.143", Gateway: "10.138.0.143"}, "10.137.0.43")
+		r.xs.Set(xenbusPath(43, 0)+"/vifname", name)
+		r.db.Set("/mapped-ip/10.137.0.43/visible-ip", "10.137.0.143")
+		r.db.Set("/mapped-ip/10.137.0.43/visible-gateway", "10.138.0.143")
+		r.mustHotplug("vif43.0", 43, 0, "online")
+		if !slices.Contains(netnsList(t, r), nsName) {
+			t.Fatalf("namespace %s missing after online", nsName)
+		}
+		ping(t, c.NS, "203.0.113.1")
+		r.mustHotplug("vif43.0", 43, 0, "offline")
+		if slices.Contains(netnsList(t, r), nsName) {
+			t.Errorf("namespace %s left after offline", nsName)
+		}
+		if got := r.elements("ip", "allowed"); len(got) != 0 {
+			t.Errorf("allowed after offline = %v", got)
+		}
+	})
 }

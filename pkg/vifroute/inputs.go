@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/qubes-netvm/qnet/pkg/hotplug"
+	"github.com/qubes-netvm/qnet/pkg/ifname"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
 )
@@ -78,7 +79,7 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 		return nil, err
 	}
 	if vifname != "" {
-		if err := checkIfName(vifname); err != nil {
+		if err := ifname.Check(vifname); err != nil {
 			return nil, fmt.Errorf("XenStore %s/vifname: %w", base, err)
 		}
 		in.Name = vifname
@@ -236,18 +237,4 @@ func parseAddrs(list string) ([]netip.Addr, error) {
 		}
 	}
 	return addrs, nil
-}
-
-// checkIfName accepts what the kernel accepts as an interface name and
-// nftables can store as an ifname key.
-func checkIfName(name string) error {
-	if name == "" || len(name) >= 16 || name == "." || name == ".." {
-		return fmt.Errorf("bad interface name %q", name)
-	}
-	for _, r := range name {
-		if r <= ' ' || r == '/' || r == ':' || r > '~' {
-			return fmt.Errorf("bad interface name %q", name)
-		}
-	}
-	return nil
 }
