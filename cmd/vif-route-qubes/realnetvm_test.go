@@ -110,3 +110,63 @@ func TestVifnameAcceptedOnlineGoesOffline(t *testing.T) {
 		}
 	})
 }
+
+// Offline never needs QubesDB: with its daemon gone or hung (as at
+// shutdown), offline still removes everything XenStore's ip names (set
+// elements, routes, neighbours, conntrack) and the back addresses, and
+// exits 0.
+func TestOfflineWithoutQubesDB(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakDB func(r *rig)
+	}{
+		{"absent", func(r *rig) {
+			if err := r.db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"hung", func(r *rig) { r.db.Stall("/qubes-netvm-gateway") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, sandbox.Options{})
+			r.db.Set("/qubes-netvm-gateway6", backIPv6)
+			const vif, v4, v6 = "vif44.0", "10.137.0.44", "fd09:24ef:4179::a89:44"
+			c := r.client(sandbox.ClientSpec{Domid: 44, IPv4: v4, IPv6: v6, Gateway6: backIPv6}, v4+" "+v6)
+			r.mustHotplug(vif, 44, 0, "online")
+			ping(t, c.NS, "203.0.113.1")
+			if out, err := r.sb.NetVM.Exec("conntrack", "-L", "-s", v4); err != nil || !strings.Contains(string(out), "src="+v4) {
+				t.Fatalf("no conntrack entry from %s after a ping: %v\n%s", v4, err, out)
+			}
+
+			tc.breakDB(r)
+			res := r.mustHotplug(vif, 44, 0, "offline")
+			if !strings.Contains(res.stderr, "without QubesDB") {
+				t.Errorf("the missing QubesDB is not logged:\n%s", res.stderr)
+			}
+			for _, fam := range []string{"ip", "ip6"} {
+				for _, set := range []string{"allowed", "downstream"} {
+					if got := r.elements(fam, set); len(got) != 0 {
+						t.Errorf("%s %s after offline = %v", fam, set, got)
+					}
+				}
+			}
+			if got := r.routes("-4", vif); len(got) != 0 {
+				t.Errorf("IPv4 routes after offline = %+v", got)
+			}
+			for _, rt := range r.routes("-6", vif) {
+				if rt.Metric == 32752-44 {
+					t.Errorf("IPv6 host route left after offline: %+v", rt)
+				}
+			}
+			if got := r.neighbours(vif); len(got) != 0 {
+				t.Errorf("neighbours after offline = %+v", got)
+			}
+			if l, _ := r.link(vif); len(l.globalAddrs()) != 0 {
+				t.Errorf("back addresses after offline = %v", l.globalAddrs())
+			}
+			if out, err := r.sb.NetVM.Exec("conntrack", "-L", "-s", v4); err != nil || strings.Contains(string(out), "src="+v4) {
+				t.Errorf("conntrack entries from %s after offline: %v\n%s", v4, err, out)
+			}
+		})
+	}
+}
