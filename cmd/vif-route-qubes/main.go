@@ -52,6 +52,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.StringVar(&opts.HooksDir, "hooks-dir", opts.HooksDir, "directory of the user's network hooks")
 	fs.StringVar(&opts.HardeningConf, "hardening-conf", opts.HardeningConf, "sysctl.d file applied when QubesDB asks for hardening")
 	fs.StringVar(&opts.LockPath, "lock-file", opts.LockPath, "lock serialising flow-offload table rebuilds")
+	lockDir := fs.String("lock-dir", "/run/qubes-vif-route", "directory of the per-vif locks serialising runs for the same vif")
+	lockWait := fs.Duration("lock-wait", 30*time.Second, "how long a run waits for another run of the same vif")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -89,6 +91,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	log = log.With("vif", inv.Vif)
+	if !*dryRun {
+		unlock, err := hotplug.LockVif(*lockDir, inv.Vif, *lockWait, log)
+		if err != nil {
+			log.Error(err.Error())
+			return 1
+		}
+		defer unlock()
+	}
 
 	dialXenStore := func() (*xenstore.Client, error) { return xenstore.Dial(*timeout) }
 	xs, err := dialXenStore()

@@ -1,7 +1,8 @@
-// Package hotplug decodes how Xen's toolstack invokes a vif hotplug script
-// (the command, KEY=VALUE arguments, environment, interface name) and
-// decides what that invocation asks for, following the conventions of Xen's
-// vif-common.sh and xen-hotplug-common.sh.
+// Package hotplug holds the conventions of a Xen vif hotplug script: it
+// decodes how the toolstack invokes one (the command, KEY=VALUE arguments,
+// environment, interface name) and decides what that invocation asks for,
+// following Xen's vif-common.sh and xen-hotplug-common.sh; it serialises the
+// runs for one vif and reports their outcome to the toolstack in XenStore.
 package hotplug
 
 import (
