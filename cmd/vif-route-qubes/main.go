@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -54,6 +55,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.StringVar(&opts.LockPath, "lock-file", opts.LockPath, "lock serialising flow-offload table rebuilds")
 	lockDir := fs.String("lock-dir", "/run/qubes-vif-route", "directory of the per-vif locks serialising runs for the same vif")
 	lockWait := fs.Duration("lock-wait", 30*time.Second, "how long a run waits for another run of the same vif")
+	hotplugLog := fs.String("hotplug-log", logging.XenHotplugLog, "file standard error is appended to when the toolstack runs the program (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -74,12 +76,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		return getenv(k)
 	}
+	var stderrErr error
+	if *hotplugLog != "" && hotplug.RunByToolstack(getenv) {
+		stderrErr = logging.AppendStderr(*hotplugLog)
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log, closeLog := logging.New(logging.Options{Tag: "vif-route-qubes", Level: level, Stderr: stderr})
 	defer closeLog()
+	switch {
+	case errors.Is(stderrErr, iofs.ErrNotExist):
+		log.Debug("no Xen hotplug log directory: standard error stays where it was", "err", stderrErr)
+	case stderrErr != nil:
+		log.Warn("standard error stays where it was", "err", stderrErr)
+	}
 
 	inv, err := hotplug.Parse(fs.Args(), env)
 	if err != nil {

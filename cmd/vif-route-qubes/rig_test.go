@@ -111,7 +111,7 @@ func (r *rig) direct(vif string, domid, devid int, extraEnv []string, args ...st
 	cmd := exec.Command(binary, append([]string{
 		"--hooks-dir", r.hooksDir, "--hardening-conf", r.hardConf,
 		"--lock-file", filepath.Join(r.dir, "vif-route.lock"), "--link-wait", "3s", "--timeout", "1s",
-		"--lock-dir", filepath.Join(r.dir, "locks")}, args...)...)
+		"--lock-dir", filepath.Join(r.dir, "locks"), "--hotplug-log="}, args...)...)
 	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"vif=" + vif,
