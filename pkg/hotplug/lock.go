@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/qubes-netvm/qnet/pkg/ifname"
 )
 
 // lockPoll is how often a waiting run retries a vif lock held by another.
@@ -25,7 +23,8 @@ const lockPoll = 20 * time.Millisecond
 // Lock files are never removed: unlinking one while another run waits on it
 // would let a third lock a new file beside it.
 func LockVif(dir, vif string, wait time.Duration, log *slog.Logger) (unlock func(), err error) {
-	if err := ifname.Check(vif); err != nil {
+	// A bad name is refused before any file is made for it.
+	if _, err := VifDomid(vif); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, vif+".lock")

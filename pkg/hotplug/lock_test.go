@@ -1,8 +1,10 @@
 package hotplug
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,7 +36,12 @@ func TestLockVif(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	again()
-	if _, err := LockVif(dir, "../x", 0, log); err == nil || !strings.Contains(err.Error(), `"../x"`) {
-		t.Errorf("lock of ../x = %v, want a bad-name error", err)
+	for _, bad := range []string{"../x", "vif1.0;id"} {
+		if _, err := LockVif(dir, bad, 0, log); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("lock of %s = %v, want a bad-name error", bad, err)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("lock directory holds %d files, want only vif3.0's and vif4.0's", len(entries))
 	}
 }

@@ -11,8 +11,8 @@ const MaxLen = 15
 
 // Check accepts the names the kernel accepts for a new interface, limited
 // to printable ASCII: 1 to MaxLen bytes, not "." or "..", without
-// whitespace, '/' or ':'. Such a name is also safe as a file name (the NAT
-// namespace's under /run/netns, the per-vif lock's under /run).
+// whitespace, '/' or ':'. Such a name is also safe in a file name (the NAT
+// namespace's under /run/netns).
 func Check(name string) error {
 	if name == "" || len(name) > MaxLen || name == "." || name == ".." {
 		return fmt.Errorf("bad interface name %q: want 1 to %d characters, not \".\" or \"..\"", name, MaxLen)
