@@ -6,7 +6,6 @@ PREFIX      ?= /usr
 SYSCONFDIR  ?= /etc
 MANDIR      ?= $(PREFIX)/share/man
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
-UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
 DESTDIR     ?=
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 MODULE      := github.com/qubes-netvm/qnet
@@ -74,5 +73,4 @@ install: build
 	install -D -m 0755 bin/qubes-setup-dnat-to-ns $(DESTDIR)$(PREFIX)/lib/qubes/qubes-setup-dnat-to-ns
 	install -D -m 0755 xen-scripts/qubes-nmhook $(DESTDIR)$(SYSCONFDIR)/NetworkManager/dispatcher.d/qubes-nmhook
 	install -D -m 0644 xen-scripts/qubes-setup-dnat-to-ns-watch.service $(DESTDIR)$(UNITDIR)/qubes-setup-dnat-to-ns-watch.service
-	install -D -m 0644 udev/80-vif-route-qubes.rules $(DESTDIR)$(UDEVRULESDIR)/80-vif-route-qubes.rules
 	install -D -m 0644 -t $(DESTDIR)$(MANDIR)/man8 man/vif-route-qubes.8 man/qubes-setup-dnat-to-ns.8

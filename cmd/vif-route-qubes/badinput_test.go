@@ -120,27 +120,6 @@ func TestDryRunChangesNothing(t *testing.T) {
 	}
 }
 
-// Started by udev where the toolstack runs hotplug itself, the binary
-// steps aside, as Xen's scripts do.
-func TestUdevCallStepsAside(t *testing.T) {
-	r := newRig(t, sandbox.Options{})
-	r.client(sandbox.ClientSpec{Domid: 26, IPv4: "10.137.0.26"}, "10.137.0.26")
-	r.xs.Set("/local/domain/0/libxl/disable_udev", "1")
-	before := r.snapshot()
-	if res := r.hotplug("vif26.0", 26, 0, []string{"UDEV_CALL=1"}, "online"); res.code != 0 {
-		t.Fatalf("exit %d:\n%s", res.code, res.stderr)
-	}
-	r.requireUnchanged(before)
-	// Without the mark, a udev-started run does the work.
-	r.xs.Delete("/local/domain/0/libxl/disable_udev")
-	if res := r.hotplug("vif26.0", 26, 0, []string{"UDEV_CALL=1"}, "online"); res.code != 0 {
-		t.Fatalf("exit %d:\n%s", res.code, res.stderr)
-	}
-	if got := r.elements("ip", "allowed"); len(got) != 1 {
-		t.Errorf("allowed = %v", got)
-	}
-}
-
 // A XenStore daemon that is absent or hangs gives an error naming it (or
 // the path it hung on) within the timeout, and changes nothing.
 func TestXenStoreAbsentOrStalled(t *testing.T) {

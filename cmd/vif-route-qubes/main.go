@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"time"
@@ -52,6 +53,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.StringVar(&opts.HooksDir, "hooks-dir", opts.HooksDir, "directory of the user's network hooks")
 	fs.StringVar(&opts.HardeningConf, "hardening-conf", opts.HardeningConf, "sysctl.d file applied when QubesDB asks for hardening")
 	fs.StringVar(&opts.LockPath, "lock-file", opts.LockPath, "lock serialising flow-offload table rebuilds")
+	lockDir := fs.String("lock-dir", "/run/qubes-vif-route", "directory of the per-vif locks serialising runs for the same vif")
+	lockWait := fs.Duration("lock-wait", 30*time.Second, "how long a run waits for another run of the same vif")
+	hotplugLog := fs.String("hotplug-log", logging.XenHotplugLog, "file standard error is appended to when the toolstack runs the program (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -72,12 +76,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		return getenv(k)
 	}
+	var stderrErr error
+	if *hotplugLog != "" && hotplug.RunByToolstack(getenv) {
+		stderrErr = logging.AppendStderr(*hotplugLog)
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	log, closeLog := logging.New(logging.Options{Tag: "vif-route-qubes", Level: level, Stderr: stderr})
 	defer closeLog()
+	switch {
+	case errors.Is(stderrErr, iofs.ErrNotExist):
+		log.Debug("no Xen hotplug log directory: standard error stays where it was", "err", stderrErr)
+	case stderrErr != nil:
+		log.Warn("standard error stays where it was", "err", stderrErr)
+	}
 
 	inv, err := hotplug.Parse(fs.Args(), env)
 	if err != nil {
@@ -89,21 +103,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 	log = log.With("vif", inv.Vif)
+	if !*dryRun {
+		unlock, err := hotplug.LockVif(*lockDir, inv.Vif, *lockWait, log)
+		if err != nil {
+			log.Error(err.Error())
+			return 1
+		}
+		defer unlock()
+	}
 
-	xs, err := xenstore.Dial(*timeout)
+	dialXenStore := func() (*xenstore.Client, error) { return xenstore.Dial(*timeout) }
+	xs, err := dialXenStore()
 	if err != nil {
 		log.Error("cannot reach XenStore", "err", err)
 		return 1
 	}
 	defer xs.Close()
-	// Where both udev rules and the toolstack run hotplug scripts, the
-	// toolstack marks that it does so; the udev-started run then steps aside.
-	if env("UDEV_CALL") != "" {
-		if _, err := xs.Read("libxl/disable_udev"); err == nil {
-			log.Debug("the toolstack runs hotplug scripts itself (libxl/disable_udev); nothing to do")
-			return 0
-		}
-	}
 
 	opts.LinkWait = *linkWait
 	var db *qubesdb.Client
@@ -129,7 +144,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if err != nil {
 		log.Error(inv.Command + " failed: " + err.Error())
 		if !*dryRun {
-			if werr := hotplug.ReportError(xs, inv.XenbusPath, err.Error()); werr != nil {
+			if werr := hotplug.ReportError(dialXenStore, inv.XenbusPath, err.Error()); werr != nil {
 				log.Error("cannot report the failure to the toolstack", "err", werr)
 			}
 		}

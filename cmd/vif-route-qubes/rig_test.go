@@ -110,7 +110,8 @@ type result struct {
 func (r *rig) direct(vif string, domid, devid int, extraEnv []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, append([]string{
 		"--hooks-dir", r.hooksDir, "--hardening-conf", r.hardConf,
-		"--lock-file", filepath.Join(r.dir, "vif-route.lock"), "--link-wait", "3s", "--timeout", "1s"}, args...)...)
+		"--lock-file", filepath.Join(r.dir, "vif-route.lock"), "--link-wait", "3s", "--timeout", "1s",
+		"--lock-dir", filepath.Join(r.dir, "locks"), "--hotplug-log="}, args...)...)
 	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"vif=" + vif,

@@ -38,9 +38,10 @@ type Invocation struct {
 // as a bash glob in the C locale; a locale-sorted glob could differ). Like
 // the glob "dir/*" upstream uses, names starting with '.' are not hooks.
 //
-// Hooks inherit the environment, read /dev/null, and write both output
-// streams to this process's standard error, which Xen appends to its hotplug
-// log. A hook that fails is logged and the next one runs: hooks are the
+// Hooks get the environment Xen's hotplug helper gives the scripts it runs
+// (see Environ), read /dev/null, and write both output streams to this
+// process's standard error, which goes to Xen's hotplug log when the
+// toolstack runs the program. A hook that fails is logged and the next one runs: hooks are the
 // user's additions and must not make the vif fail. A missing dir means no
 // hooks. Once ctx is done, no further hook is started.
 func Run(ctx context.Context, log *slog.Logger, dir string, inv Invocation) {
@@ -69,6 +70,7 @@ func Run(ctx context.Context, log *slog.Logger, dir string, inv Invocation) {
 		}
 		log.Debug("running network hook", "hook", hook, "command", inv.Command, "vif", inv.Vif, "addr", inv.Addr)
 		cmd := exec.CommandContext(ctx, hook, inv.Command, inv.Vif, inv.VifType, inv.Addr)
+		cmd.Env = Environ(os.Environ())
 		cmd.Stdout = os.Stderr
 		cmd.Stderr = os.Stderr
 		if err := cmd.Run(); err != nil {
@@ -93,4 +95,32 @@ func notRunnable(path string) string {
 		return "not executable: " + err.Error()
 	}
 	return ""
+}
+
+// xenPath is what Xen's hotplug helper puts before the inherited PATH: its
+// own binary directories (a Qubes network qube's Xen tools live in
+// /usr/bin, /usr/sbin and /usr/libexec/xen/bin), then the system ones.
+const xenPath = "/usr/bin:/usr/sbin:/usr/libexec/xen/bin:/sbin:/bin:/usr/bin:/usr/sbin"
+
+// Environ returns env (KEY=VALUE entries) as Xen's hotplug helper
+// (xen-hotplug-common.sh) sets it up for every hotplug script, and so for
+// upstream's network hooks: PATH is xenPath followed by the inherited PATH,
+// LANG is POSIX, and no LC_* variable is left, so that hooks parse command
+// output in the locale they were written for. Everything else is kept.
+func Environ(env []string) []string {
+	out := make([]string, 0, len(env)+2)
+	path := xenPath
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "PATH":
+			if v != "" {
+				path += ":" + v
+			}
+		case k == "LANG", strings.HasPrefix(k, "LC_"):
+		default:
+			out = append(out, kv)
+		}
+	}
+	return append(out, "PATH="+path, "LANG=POSIX")
 }

@@ -141,3 +141,15 @@ func TestRunCancelled(t *testing.T) {
 		t.Errorf("log lacks %q:\n%s", want, logBuf.String())
 	}
 }
+
+func TestEnviron(t *testing.T) {
+	got := Environ([]string{"HOME=/root", "PATH=/opt/bin", "LANG=de_DE.UTF-8", "LC_ALL=C.UTF-8", "LC_NUMERIC=fr_FR", "LCX=kept", "vif=vif3.0"})
+	want := []string{"HOME=/root", "LCX=kept", "vif=vif3.0",
+		"PATH=/usr/bin:/usr/sbin:/usr/libexec/xen/bin:/sbin:/bin:/usr/bin:/usr/sbin:/opt/bin", "LANG=POSIX"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("Environ = %q, want %q", got, want)
+	}
+	if got := Environ(nil); strings.Join(got, " ") != "PATH="+xenPath+" LANG=POSIX" {
+		t.Errorf("Environ(nil) = %q", got)
+	}
+}

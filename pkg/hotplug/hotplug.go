@@ -1,7 +1,8 @@
-// Package hotplug decodes how Xen's toolstack invokes a vif hotplug script
-// (the command, KEY=VALUE arguments, environment, interface name) and
-// decides what that invocation asks for, following the conventions of Xen's
-// vif-common.sh and xen-hotplug-common.sh.
+// Package hotplug holds the conventions of a Xen vif hotplug script: it
+// decodes how the toolstack invokes one (the command, KEY=VALUE arguments,
+// environment, interface name) and decides what that invocation asks for,
+// following Xen's vif-common.sh and xen-hotplug-common.sh; it serialises the
+// runs for one vif and reports their outcome to the toolstack in XenStore.
 package hotplug
 
 import (
@@ -10,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Action is what an invocation asks the script to do.
@@ -140,3 +143,16 @@ func VifDomid(name string) (int, error) {
 // Metric is the route metric for a client domain: a higher domid (a more
 // recently started domain reusing an address) gets the preferred route.
 func Metric(domid int) int { return MaxDomid - domid }
+
+// RunByToolstack reports whether the toolstack (libxl, xl devd) started
+// this process, as opposed to someone at a terminal: the toolstack always
+// passes XENBUS_PATH in the environment (a hand run may use --xenbus-path
+// instead) and never gives a hotplug script a terminal. Such a run follows
+// Xen's hotplug conventions for its standard error.
+func RunByToolstack(getenv func(string) string) bool {
+	if getenv("XENBUS_PATH") == "" {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(2, unix.TCGETS)
+	return err != nil
+}

@@ -24,10 +24,19 @@ func ReportConnected(xs *xenstore.Client, xenbusPath string) error {
 
 // ReportError records a failure the way xen-hotplug-common.sh's fatal does:
 // the one-line message and status "error" in one transaction, so the
-// toolstack never sees the status without its reason.
-func ReportError(xs *xenstore.Client, xenbusPath, msg string) error {
+// toolstack never sees the status without its reason. It writes through a
+// connection of its own, opened by dial: the run's connection may be the
+// cause of the failure, and after a request on it timed out the client
+// refuses every later request, which would leave the toolstack waiting for
+// a status that never comes.
+func ReportError(dial func() (*xenstore.Client, error), xenbusPath, msg string) error {
+	xs, err := dial()
+	if err != nil {
+		return fmt.Errorf("write XenStore %s: %w", key(xenbusPath, StatusKey), err)
+	}
+	defer xs.Close()
 	msg = strings.Join(strings.Fields(msg), " ")
-	err := xs.Transaction(func(tx *xenstore.Tx) error {
+	err = xs.Transaction(func(tx *xenstore.Tx) error {
 		if err := tx.Write(key(xenbusPath, ErrorKey), []byte(msg)); err != nil {
 			return err
 		}

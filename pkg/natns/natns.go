@@ -26,8 +26,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"regexp"
 
+	"github.com/qubes-netvm/qnet/pkg/ifname"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -49,13 +49,11 @@ type Spec struct {
 // (NetworkManager) keep ignoring it.
 var outerMAC = net.HardwareAddr{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// vifName accepts names that fit IFNAMSIZ with the "-p" suffix appended and
-// are safe as a file name under /run/netns.
-var vifName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,12}$`)
-
+// checkVif applies the project's one interface-name rule, so that Teardown
+// (offline) accepts every name online accepted.
 func checkVif(vif string) error {
-	if !vifName.MatchString(vif) {
-		return fmt.Errorf("NAT mode: bad interface name %q: want at most 13 characters of [A-Za-z0-9._-], not starting with '.' or '-'", vif)
+	if err := ifname.Check(vif); err != nil {
+		return fmt.Errorf("NAT mode: %w", err)
 	}
 	return nil
 }
@@ -73,6 +71,9 @@ func peerName(vif string) string { return vif + "-p" }
 func (s Spec) Validate() error {
 	if err := checkVif(s.Vif); err != nil {
 		return err
+	}
+	if p := peerName(s.Vif); len(p) > ifname.MaxLen {
+		return fmt.Errorf("NAT mode: interface name %q is too long: the namespace's end %q must fit in %d characters", s.Vif, p, ifname.MaxLen)
 	}
 	if len(s.ClientMAC) != 6 {
 		return fmt.Errorf("NAT mode for %s: client MAC %q is not a 6-byte Ethernet address", s.Vif, s.ClientMAC)

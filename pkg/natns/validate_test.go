@@ -28,6 +28,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(*natns.Spec) {}, ""},
 		{"longest vif name", func(s *natns.Spec) { s.Vif = "vif32752.1234" }, ""},
+		{"any name the kernel takes", func(s *natns.Spec) { s.Vif = "work+net@1" }, ""},
 		{"vif name too long for <vif>-p", func(s *natns.Spec) { s.Vif = "vif32752.12345" }, `"vif32752.12345"`},
 		{"vif name with slash", func(s *natns.Spec) { s.Vif = "../x" }, `"../x"`},
 		{"empty vif name", func(s *natns.Spec) { s.Vif = "" }, `bad interface name ""`},

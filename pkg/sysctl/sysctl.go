@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 )
 
 // ProcSys is the directory keys are relative to on a live system.
@@ -75,4 +76,19 @@ func checkKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// Skippable reports whether a failed read or write of a sysctl.d setting is
+// one systemd-sysctl logs and skips instead of failing the run: the kernel
+// lacks the key (ENOENT: a kernel booted with ipv6.disable=1 has no
+// net/ipv6, one built without a feature lacks its keys) or this process may
+// not change it (EPERM, EACCES, EROFS: read-only keys, a read-only /proc/sys,
+// a namespace that does not own the key). Any other error is a real failure.
+func Skippable(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOENT, syscall.EPERM, syscall.EACCES, syscall.EROFS} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -115,5 +116,26 @@ func TestReadWriteInNamespace(t *testing.T) {
 	wantObs := observed{read: want, seenByOther: want, restored: before, seenAfterRestore: before}
 	if obs != wantObs {
 		t.Errorf("observed %+v, want %+v", obs, wantObs)
+	}
+}
+
+// TestSkippable follows systemd-sysctl: a missing key and the permission
+// errors are skipped, any other failure is not.
+func TestSkippable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&os.PathError{Op: "open", Path: "/proc/sys/net/ipv6/conf/all/accept_dad", Err: syscall.ENOENT}, true},
+		{fmt.Errorf("write sysctl x: %w", syscall.EPERM), true},
+		{fmt.Errorf("write sysctl x: %w", syscall.EACCES), true},
+		{fmt.Errorf("write sysctl x: %w", syscall.EROFS), true},
+		{fmt.Errorf("write sysctl x: %w", syscall.EINVAL), false},
+		{fmt.Errorf("write sysctl x: %w", syscall.EIO), false},
+		{nil, false},
+	} {
+		if got := Skippable(tc.err); got != tc.want {
+			t.Errorf("Skippable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

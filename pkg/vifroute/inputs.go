@@ -10,7 +10,11 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/qubes-netvm/qnet/pkg/hotplug"
+	"github.com/qubes-netvm/qnet/pkg/ifname"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
 )
@@ -78,7 +82,7 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 		return nil, err
 	}
 	if vifname != "" {
-		if err := checkIfName(vifname); err != nil {
+		if err := ifname.Check(vifname); err != nil {
 			return nil, fmt.Errorf("XenStore %s/vifname: %w", base, err)
 		}
 		in.Name = vifname
@@ -119,13 +123,52 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 	}
 
 	db, err := src.QubesDB()
+	if err == nil {
+		err = in.readQubesDB(db, log)
+	}
+	if err != nil && inv.Action == hotplug.Offline {
+		// At shutdown QubesDB may be gone or hung. What XenStore's ip
+		// names (set elements, routes, neighbours, conntrack) needs no
+		// QubesDB; the back addresses are those online put on the device.
+		log.Warn("offline without QubesDB: back addresses taken from the device", "err", err)
+		err = in.backAddrsFromDevice()
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := in.readQubesDB(db, log); err != nil {
-		return nil, err
-	}
 	return in, nil
+}
+
+// backAddrsFromDevice fills in the back addresses QubesDB did not give from
+// the device itself: online gives the vif no address but the back IPv4 as
+// /32 and the back IPv6 as /128, so its global host addresses are those. A
+// device that is gone has none.
+func (in *Inputs) backAddrsFromDevice() error {
+	link, err := netlink.LinkByName(in.Name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s for its back addresses: %w", in.Name, err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list the addresses of %s: %w", in.Name, err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		ones, bits := a.Mask.Size()
+		if !ok || a.Scope != unix.RT_SCOPE_UNIVERSE || ones != bits {
+			continue
+		}
+		switch ip = ip.Unmap(); {
+		case ip.Is4() && !in.Gateway.IsValid():
+			in.Gateway = ip
+		case ip.Is6() && !in.Gateway6.IsValid():
+			in.Gateway6 = ip
+		}
+	}
+	return nil
 }
 
 func (in *Inputs) readQubesDB(db Store, log *slog.Logger) error {
@@ -236,18 +279,4 @@ func parseAddrs(list string) ([]netip.Addr, error) {
 		}
 	}
 	return addrs, nil
-}
-
-// checkIfName accepts what the kernel accepts as an interface name and
-// nftables can store as an ifname key.
-func checkIfName(name string) error {
-	if name == "" || len(name) >= 16 || name == "." || name == ".." {
-		return fmt.Errorf("bad interface name %q", name)
-	}
-	for _, r := range name {
-		if r <= ' ' || r == '/' || r == ':' || r > '~' {
-			return fmt.Errorf("bad interface name %q", name)
-		}
-	}
-	return nil
 }

@@ -215,6 +215,10 @@ func harden(name string, opts Options) Step {
 			var undos undoStack
 			for _, s := range settings {
 				undo, err := setSysctl(s.Key, s.Value, s.IgnoreFailure)
+				if sysctl.Skippable(err) {
+					k.log.Info("harden: setting skipped, as systemd-sysctl skips it", "key", s.Key, "value", s.Value, "err", err)
+					continue
+				}
 				if err != nil {
 					return undos.run, fmt.Errorf("harden: %w", err)
 				}
