@@ -26,7 +26,8 @@ type result struct {
 // hotplug runs vif-route-qubes for c as Xen's toolstack does.
 func (d *demo) hotplug(c *client, command string) (result, error) {
 	return d.runInNetVM("vif-route-qubes",
-		[]string{"--lock-file", filepath.Join(d.dir, "vif-route.lock"), "--hooks-dir", filepath.Join(d.dir, "hooks"), command, "type_if=vif"},
+		[]string{"--lock-file", filepath.Join(d.dir, "vif-route.lock"), "--lock-dir", filepath.Join(d.dir, "locks"),
+			"--hotplug-log=", "--hooks-dir", filepath.Join(d.dir, "hooks"), command, "type_if=vif"},
 		[]string{
 			"vif=" + c.Vif,
 			"XENBUS_PATH=" + c.xenbusPath,
