@@ -209,7 +209,7 @@ type chain struct {
 	family   family
 	name     string
 	typ      nftables.ChainType
-	priority int32 // offset from dstnat
+	priority int32  // offset from dstnat
 	hookText string // the chain's hook line as nft lists it
 	// always: the chain exists even without rules (the IPv4 DNAT chain,
 	// as upstream keeps it); the others exist only while they have rules.
