@@ -56,8 +56,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "resolv.conf to read when systemd-resolved cannot be asked")
 	fs.StringVar(&cfg.FirewallFlag, "qubes-firewall-flag", cfg.FirewallFlag, "reload qubes-firewall on a change only if this file exists")
 	fs.DurationVar(&cfg.BusTimeout, "bus-timeout", cfg.BusTimeout, "bound on the bus connection, each D-Bus call and QubesDB")
+	fs.StringVar(&cfg.LockPath, "lock-file", cfg.LockPath, "file locked while a run reads its inputs and replaces the chains")
 	_ = fs.MarkHidden("qubes-firewall-flag") // for tests; the path is fixed in a qube
 	_ = fs.MarkHidden("bus-timeout")
+	_ = fs.MarkHidden("lock-file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0

@@ -65,6 +65,7 @@ type env struct {
 	db         *qubesdbfake.Server
 	resolvConf string
 	flag       string   // the qubes-firewall service flag path (absent unless created)
+	lock       string   // the lock file serialising runs
 	vars       []string // environment for the binary
 }
 
@@ -86,6 +87,7 @@ func newEnv(t testing.TB, resolvConf string) *env {
 		db:         db,
 		resolvConf: filepath.Join(dir, "resolv.conf"),
 		flag:       filepath.Join(dir, "qubes-firewall"),
+		lock:       filepath.Join(dir, "lockdir", "lock"),
 		vars:       []string{"QUBESDB_SOCKET=" + socket, "DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(dir, "no-bus")},
 	}
 	e.writeResolvConf(t, resolvConf)
@@ -106,7 +108,7 @@ func (e *env) setBus(address string) {
 // command returns the binary as the network qube would run it.
 func (e *env) command(args ...string) *exec.Cmd {
 	args = append([]string{"netns", "exec", e.sb.NetVM.Name, binary,
-		"--resolv-conf", e.resolvConf, "--qubes-firewall-flag", e.flag, "--bus-timeout", "500ms"}, args...)
+		"--resolv-conf", e.resolvConf, "--qubes-firewall-flag", e.flag, "--bus-timeout", "500ms", "--lock-file", e.lock}, args...)
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), e.vars...)
 	return cmd
