@@ -36,8 +36,11 @@ const usage = `Usage: qubes-setup-dnat-to-ns [flags]
 Points the virtual DNS addresses client qubes use (QubesDB
 /qubes-netvm-primary-dns and /qubes-netvm-secondary-dns) at the real DNS
 servers (systemd-resolved, else resolv.conf) with the nftables chain
-ip qubes dnat-dns. Exit status: 0 rules replaced, 100 already up to date,
-1 error.
+ip qubes dnat-dns. When QubesDB also names IPv6 virtual addresses
+(/qubes-netvm-primary-dns6, /qubes-netvm-secondary-dns6), chain ip6 qubes
+dnat-dns does the same for IPv6, and a family without a real server is
+refused at once (chains dnat-dns-reject). Exit status: 0 rules replaced,
+100 already up to date, 1 error.
 
 Flags:
 `
@@ -105,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Debug("DNS DNAT rules already up to date", "servers", res.Real, "source", res.Source)
 		return exitUnchanged
 	}
-	log.Info("DNS DNAT rules replaced", "servers", res.Real, "source", res.Source, "virtual", res.Virtual)
+	dnswatch.LogReplaced(log, res)
 	return exitReplaced
 }
 
@@ -122,6 +125,9 @@ func printPlan(ctx context.Context, cfg dnat.Config, stdout io.Writer, log *slog
 		state = "a run would replace the chain"
 	}
 	fmt.Fprintf(stdout, "# virtual DNS %v, real DNS %v from %s: %s\n", res.Virtual, res.Real, res.Source, state)
+	if len(res.Virtual6) > 0 {
+		fmt.Fprintf(stdout, "# virtual IPv6 DNS %v, real IPv6 DNS %v\n", res.Virtual6, res.Real6)
+	}
 	fmt.Fprint(stdout, dnat.Script(res.Rules))
 	return 0
 }
