@@ -222,11 +222,14 @@ func (c chain) present() bool { return c.always || len(c.rules) > 0 }
 // RejectChainName is the chain of the rejecting rules, beside ChainName in
 // each family's table. They do not go in the DNAT chain: a chain of type
 // nat is consulted only for a connection's first packet and exists to
-// translate addresses; rejecting is filtering. A filter chain on the same
-// prerouting hook, at priority dstnat + 10, sees each query after the DNAT
-// chain had its say and before routing could forward it to the uplink, so
-// a refused query never leaves (the same guarantee as the drop rules);
-// reject at prerouting is allowed in filter chains (Linux 5.11 and later).
+// translate addresses; rejecting is filtering. Nor in the base ruleset's
+// forward chain, which belongs to the qube's firewall, and which a query
+// for an address that has no route would never reach. A filter chain on
+// the same prerouting hook, at priority dstnat + 10, sees each query after
+// the DNAT chain had its say and before routing could forward it to the
+// uplink, so a refused query never leaves (the guarantee the drop rules
+// give). The kernel accepts reject in filter chains at prerouting (older
+// kernels than Qubes ships allowed it only at input, forward and output).
 const RejectChainName = "dnat-dns-reject"
 
 // chainsOf splits rules into this package's chains, in transaction order:
