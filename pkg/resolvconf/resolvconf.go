@@ -157,6 +157,12 @@ func universalLines() bufio.SplitFunc {
 			}
 			return 0, nil, nil
 		}
+		if i > MaxLineLen {
+			// Drop the text now, while the buffer may be full; the
+			// terminator is dealt with on the next call.
+			skipping = true
+			return i, nil, nil
+		}
 		end := i + 1
 		if data[i] == '\r' {
 			if end == len(data) && !atEOF {
@@ -166,7 +172,7 @@ func universalLines() bufio.SplitFunc {
 				end++
 			}
 		}
-		if skipping || i > MaxLineLen {
+		if skipping {
 			skipping = false
 			return end, nil, nil
 		}

@@ -104,6 +104,24 @@ func TestReadFile(t *testing.T) {
 	})
 }
 
+// TestParseLineLengthsAtTheLimit covers lines around MaxLineLen with each
+// terminator, where the scanner's buffer is full.
+func TestParseLineLengthsAtTheLimit(t *testing.T) {
+	for n := MaxLineLen - 2; n <= MaxLineLen+3; n++ {
+		for _, term := range []string{"\n", "\r", "\r\n"} {
+			line := "nameserver 8.8.4.4 " + strings.Repeat("x", n-len("nameserver 8.8.4.4 "))
+			got, err := Parse(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
+			want := addrs("8.8.4.4", "1.1.1.1")
+			if n > MaxLineLen {
+				want = addrs("1.1.1.1")
+			}
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("line of %d bytes ended by %q: Parse = %v, %v; want %v", n, term, got, err, want)
+			}
+		}
+	}
+}
+
 func TestParseServers(t *testing.T) {
 	input := "nameserver 2001:db8::53\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nnameserver fe80::2\n" +
 		"nameserver 2001:db8::1%eth0\nnameserver ::ffff:1.2.3.4\nnameserver 2001:db8::54 # x\r\n#nameserver 2001:db8::55\n"
