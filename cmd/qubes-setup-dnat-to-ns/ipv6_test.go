@@ -187,6 +187,15 @@ func TestIPv6DualStack(t *testing.T) {
 	}
 	onlyServers(t, packets, sandbox.Resolver6a, sandbox.Resolver6b, sandbox.Resolver1)
 
+	// A change in the IPv6 family alone is a change (exit 0), applied.
+	e.writeResolvConf(t, "nameserver "+sandbox.Resolver1+"\nnameserver "+sandbox.Resolver6b+"\n")
+	if code, _, stderr := e.runBinary(t); code != 0 {
+		t.Fatalf("run after an IPv6-only change: exit %d, want 0; stderr %s", code, stderr)
+	}
+	if got, want := chainRulesOf(t, ns, "ip6", "dnat-dns"), rulesFor("ip6", virtual6a, sandbox.Resolver6b, virtual6b, sandbox.Resolver6b); !equal(got, want) {
+		t.Fatalf("ip6 rules after the change %q, want %q", got, want)
+	}
+
 	// The keys removed: back to IPv4 only, the IPv6 chain gone.
 	e.db.Delete("/qubes-netvm-primary-dns6")
 	e.db.Delete("/qubes-netvm-secondary-dns6")
