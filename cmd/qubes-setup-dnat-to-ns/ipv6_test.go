@@ -328,3 +328,31 @@ func TestWatchIPv6(t *testing.T) {
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
 }
+
+// TestNoIPv6KeysLeavesIPv6Alone: without the IPv6 keys a run, even with
+// IPv6 servers known, leaves table ip6 qubes exactly as it was and adds
+// no reject chain to table ip qubes.
+func TestNoIPv6KeysLeavesIPv6Alone(t *testing.T) {
+	e := newEnv(t, "nameserver "+sandbox.Resolver6a+"\n")
+	ns := e.sb.NetVM
+	before, err := ns.Exec("nft", "-j", "list", "table", "ip6", "qubes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := e.runBinary(t); code != 0 {
+		t.Fatalf("exit %d; stderr %s", code, stderr)
+	}
+	after, err := ns.Exec("nft", "-j", "list", "table", "ip6", "qubes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatalf("table ip6 qubes changed without the IPv6 keys:\nbefore %s\nafter  %s", before, after)
+	}
+	if got, want := chainRules(t, ns), dnatRules("10.139.1.1", "drop", "10.139.1.2", "drop"); !equal(got, want) {
+		t.Fatalf("rules %q, want today's drop rules %q", got, want)
+	}
+	if _, err := ns.Exec("nft", "list", "chain", "ip", "qubes", "dnat-dns-reject"); err == nil {
+		t.Fatal("a reject chain exists without the IPv6 keys")
+	}
+}
