@@ -162,7 +162,6 @@ func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err e
 	if in.Virtual6, err = readVirtual(cfg, db, virtualDNS6Paths, ParseVirtual6, "an IPv6"); err != nil {
 		return Inputs{}, err
 	}
-	var scoped []string
 	if bus != nil {
 		callCtx, cancel := context.WithTimeout(ctx, cfg.BusTimeout)
 		servers, err := resolved.DNS(callCtx, bus)
@@ -172,10 +171,7 @@ func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err e
 			var linkLocal []netip.Addr
 			in.Real, in.Source = resolved.IPv4(servers), "systemd-resolved"
 			in.Real6, linkLocal = resolved.IPv6(servers)
-			for _, a := range linkLocal {
-				scoped = append(scoped, a.String())
-			}
-			logScoped(cfg, in, scoped)
+			logScoped(cfg, in, linkLocal)
 			return in, nil
 		case !errors.Is(err, resolved.ErrUnavailable):
 			return Inputs{}, err
@@ -194,7 +190,7 @@ func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err e
 
 // logScoped names the link-local IPv6 servers left out, which matters
 // (info) only when there are IPv6 virtual addresses to point at them.
-func logScoped(cfg Config, in Inputs, scoped []string) {
+func logScoped(cfg Config, in Inputs, scoped []netip.Addr) {
 	if len(scoped) == 0 {
 		return
 	}

@@ -37,8 +37,8 @@ const MaxLineLen = 4096
 type Servers struct {
 	IPv4, IPv6 []netip.Addr
 	// Scoped are IPv6 servers that only mean something on one link
-	// (link-local, or written with a zone), as written in the file.
-	Scoped []string
+	// (link-local, or written with a zone), zone kept.
+	Scoped []netip.Addr
 }
 
 // ReadFile returns the name servers of the resolv.conf at path. A file that
@@ -81,7 +81,7 @@ func ParseServers(r io.Reader) (Servers, error) {
 		case addr.Is4():
 			servers.IPv4 = append(servers.IPv4, addr)
 		case addr.Zone() != "" || addr.IsLinkLocalUnicast():
-			servers.Scoped = append(servers.Scoped, addr.String())
+			servers.Scoped = append(servers.Scoped, addr)
 		default:
 			servers.IPv6 = append(servers.IPv6, addr)
 		}

@@ -132,7 +132,7 @@ func TestParseServers(t *testing.T) {
 	want := Servers{
 		IPv4:   addrs("10.0.0.1"),
 		IPv6:   addrs("2001:db8::53", "2001:db8::54"),
-		Scoped: []string{"fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"},
+		Scoped: addrs("fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"),
 	}
 	if !slices.Equal(got.IPv4, want.IPv4) || !slices.Equal(got.IPv6, want.IPv6) || !slices.Equal(got.Scoped, want.Scoped) {
 		t.Fatalf("ParseServers = %+v, want %+v", got, want)
