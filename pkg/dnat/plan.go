@@ -228,8 +228,9 @@ func (c chain) present() bool { return c.always || len(c.rules) > 0 }
 // the same prerouting hook, at priority dstnat + 10, sees each query after
 // the DNAT chain had its say and before routing could forward it to the
 // uplink, so a refused query never leaves (the guarantee the drop rules
-// give). The kernel accepts reject in filter chains at prerouting (older
-// kernels than Qubes ships allowed it only at input, forward and output).
+// give). The kernel accepts reject in filter chains at prerouting since
+// Linux 5.9 (before, only at input, forward and output); Qubes ships
+// later kernels.
 const RejectChainName = "dnat-dns-reject"
 
 // chainsOf splits rules into this package's chains, in transaction order:
