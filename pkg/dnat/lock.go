@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,7 +19,7 @@ const lockPoll = 10 * time.Millisecond
 // waiting at most timeout, and returns the function that releases it. The
 // kernel drops the lock when the process dies, so a crashed run never
 // blocks the next one.
-func lock(ctx context.Context, path string, timeout time.Duration) (func(), error) {
+func lock(ctx context.Context, path string, timeout time.Duration, log *slog.Logger) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -27,7 +28,7 @@ func lock(ctx context.Context, path string, timeout time.Duration) (func(), erro
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	deadline := time.Now().Add(timeout)
-	for {
+	for tries := 0; ; tries++ {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			return func() { f.Close() }, nil // closing the last descriptor unlocks
@@ -35,6 +36,9 @@ func lock(ctx context.Context, path string, timeout time.Duration) (func(), erro
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if tries == 0 {
+			log.Debug("waiting for another run to finish", "lock", path)
 		}
 		if time.Now().After(deadline) {
 			f.Close()

@@ -98,7 +98,7 @@ type Result struct {
 // it. Failures to reach systemd are logged, not returned, as upstream
 // ignores them.
 func Sync(ctx context.Context, cfg Config) (Result, error) {
-	unlock, err := lock(ctx, cfg.LockPath, cfg.LockTimeout)
+	unlock, err := lock(ctx, cfg.LockPath, cfg.LockTimeout, cfg.Logger)
 	if err != nil {
 		return Result{}, err
 	}
