@@ -36,8 +36,11 @@ const usage = `Usage: qubes-setup-dnat-to-ns [flags]
 Points the virtual DNS addresses client qubes use (QubesDB
 /qubes-netvm-primary-dns and /qubes-netvm-secondary-dns) at the real DNS
 servers (systemd-resolved, else resolv.conf) with the nftables chain
-ip qubes dnat-dns. Exit status: 0 rules replaced, 100 already up to date,
-1 error.
+ip qubes dnat-dns. When QubesDB also names IPv6 virtual addresses
+(/qubes-netvm-primary-dns6, /qubes-netvm-secondary-dns6), chain ip6 qubes
+dnat-dns does the same for IPv6, and a family without a real server is
+refused at once (chains dnat-dns-reject). Exit status: 0 rules replaced,
+100 already up to date, 1 error.
 
 Flags:
 `
@@ -56,8 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "resolv.conf to read when systemd-resolved cannot be asked")
 	fs.StringVar(&cfg.FirewallFlag, "qubes-firewall-flag", cfg.FirewallFlag, "reload qubes-firewall on a change only if this file exists")
 	fs.DurationVar(&cfg.BusTimeout, "bus-timeout", cfg.BusTimeout, "bound on the bus connection, each D-Bus call and QubesDB")
+	fs.StringVar(&cfg.LockPath, "lock-file", cfg.LockPath, "file locked while a run reads its inputs and replaces the chains")
 	_ = fs.MarkHidden("qubes-firewall-flag") // for tests; the path is fixed in a qube
 	_ = fs.MarkHidden("bus-timeout")
+	_ = fs.MarkHidden("lock-file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -103,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Debug("DNS DNAT rules already up to date", "servers", res.Real, "source", res.Source)
 		return exitUnchanged
 	}
-	log.Info("DNS DNAT rules replaced", "servers", res.Real, "source", res.Source, "virtual", res.Virtual)
+	dnswatch.LogReplaced(log, res)
 	return exitReplaced
 }
 
@@ -120,6 +125,9 @@ func printPlan(ctx context.Context, cfg dnat.Config, stdout io.Writer, log *slog
 		state = "a run would replace the chain"
 	}
 	fmt.Fprintf(stdout, "# virtual DNS %v, real DNS %v from %s: %s\n", res.Virtual, res.Real, res.Source, state)
+	if len(res.Virtual6) > 0 {
+		fmt.Fprintf(stdout, "# virtual IPv6 DNS %v, real IPv6 DNS %v\n", res.Virtual6, res.Real6)
+	}
 	fmt.Fprint(stdout, dnat.Script(res.Rules))
 	return 0
 }

@@ -65,6 +65,7 @@ type env struct {
 	db         *qubesdbfake.Server
 	resolvConf string
 	flag       string   // the qubes-firewall service flag path (absent unless created)
+	lock       string   // the lock file serialising runs
 	vars       []string // environment for the binary
 }
 
@@ -86,6 +87,7 @@ func newEnv(t testing.TB, resolvConf string) *env {
 		db:         db,
 		resolvConf: filepath.Join(dir, "resolv.conf"),
 		flag:       filepath.Join(dir, "qubes-firewall"),
+		lock:       filepath.Join(dir, "lockdir", "lock"),
 		vars:       []string{"QUBESDB_SOCKET=" + socket, "DBUS_SYSTEM_BUS_ADDRESS=unix:path=" + filepath.Join(dir, "no-bus")},
 	}
 	e.writeResolvConf(t, resolvConf)
@@ -106,7 +108,7 @@ func (e *env) setBus(address string) {
 // command returns the binary as the network qube would run it.
 func (e *env) command(args ...string) *exec.Cmd {
 	args = append([]string{"netns", "exec", e.sb.NetVM.Name, binary,
-		"--resolv-conf", e.resolvConf, "--qubes-firewall-flag", e.flag, "--bus-timeout", "500ms"}, args...)
+		"--resolv-conf", e.resolvConf, "--qubes-firewall-flag", e.flag, "--bus-timeout", "500ms", "--lock-file", e.lock}, args...)
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), e.vars...)
 	return cmd
@@ -275,12 +277,12 @@ func addClient(t *testing.T, sb *sandbox.Sandbox) *sandbox.Client {
 }
 
 // countUpstreamDNS installs, in the upstream namespace, a counter of every
-// DNS packet that reaches it from the network qube, and returns a function
-// reading it.
+// DNS packet of either family that reaches it from the network qube, and
+// returns a function reading it.
 func countUpstreamDNS(t *testing.T, sb *sandbox.Sandbox) func() int {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "count.nft")
-	rules := "table ip qnt_dns_count {\n chain in {\n type filter hook prerouting priority -300; policy accept;\n" +
+	rules := "table inet qnt_dns_count {\n chain in {\n type filter hook prerouting priority -300; policy accept;\n" +
 		" iifname \"up0\" udp dport 53 counter\n iifname \"up0\" tcp dport 53 counter\n }\n}\n"
 	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
@@ -298,7 +300,7 @@ func countUpstreamDNS(t *testing.T, sb *sandbox.Sandbox) func() int {
 				} `json:"rule"`
 			} `json:"nftables"`
 		}
-		if err := sb.Upstream.NftJSON(&doc, "list", "table", "ip", "qnt_dns_count"); err != nil {
+		if err := sb.Upstream.NftJSON(&doc, "list", "table", "inet", "qnt_dns_count"); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
@@ -513,13 +515,18 @@ func TestWatchNetlinkEvent(t *testing.T) {
 	t.Logf("rules updated %v after the address change", took.Round(time.Millisecond))
 }
 
-// resolvedFake is a fake systemd-resolved publishing global IPv4 servers.
+// resolvedFake is a fake systemd-resolved publishing global servers.
 type resolvedFake struct{ r *resolvedtest.Resolved }
 
 func globalServers(addrs []string) []resolved.Server {
 	var servers []resolved.Server
 	for _, a := range addrs {
-		servers = append(servers, resolved.Server{Ifindex: 0, Family: 2, Address: netip.MustParseAddr(a).AsSlice()})
+		addr := netip.MustParseAddr(a)
+		family := int32(2) // AF_INET
+		if addr.Is6() {
+			family = 10 // AF_INET6
+		}
+		servers = append(servers, resolved.Server{Ifindex: 0, Family: family, Address: addr.AsSlice()})
 	}
 	return servers
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // The NetworkManager dispatcher hook runs the binary on the four events
-// upstream's hook reacts to, and restarts the updates proxy unless the
+// upstream's hook reacts to and on dhcp6-change, and restarts the updates proxy unless the
 // binary reports the rules unchanged (exit 100).
 func TestNMHook(t *testing.T) {
 	hook, err := filepath.Abs("../../xen-scripts/qubes-nmhook")
@@ -28,7 +28,8 @@ func TestNMHook(t *testing.T) {
 		{"vpn-down", 1, true, true},
 		{"dhcp4-change", 100, true, false},
 		{"down", 0, false, false},
-		{"dhcp6-change", 0, false, false},
+		{"dhcp6-change", 0, true, true},
+		{"dhcp6-change", 100, true, false},
 		{"pre-up", 0, false, false},
 	}
 	for _, tt := range tests {

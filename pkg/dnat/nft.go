@@ -4,34 +4,45 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
-// The chain this package owns, in the base ruleset's table.
+// The tables and the DNAT chain this package owns, in the base ruleset's
+// tables ip qubes and ip6 qubes.
 const (
 	TableName = "qubes"
 	ChainName = "dnat-dns"
 )
 
-var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+// table is the IPv4 table, the one every run writes.
+var table = ipv4.nftTable()
 
-// baseChain is the chain as it must be: a nat chain at the destination-NAT
-// priority of prerouting that accepts what no rule matches.
-func baseChain() *nftables.Chain {
+func (f family) nftTable() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: f.table}
+}
+
+// base returns the chain as it must be: a base chain on prerouting at its
+// priority that accepts what no rule matches.
+func (c chain) base() *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
 	return &nftables.Chain{
-		Name:     ChainName,
-		Table:    table,
-		Type:     nftables.ChainTypeNAT,
+		Name:     c.name,
+		Table:    c.family.nftTable(),
+		Type:     c.typ,
 		Hooknum:  nftables.ChainHookPrerouting,
-		Priority: nftables.ChainPriorityNATDest,
+		Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + nftables.ChainPriority(c.priority)),
 		Policy:   &accept,
 	}
 }
 
-// NFT reads and replaces the chain through nftables netlink, in the network
-// namespace its connection options select (the caller's by default).
+func (c chain) String() string { return c.family.name + " " + TableName + " " + c.name }
+
+// NFT reads and replaces the chains through nftables netlink, in the
+// network namespace its connection options select (the caller's by
+// default).
 type NFT struct {
 	options []nftables.ConnOption
 }
@@ -52,45 +63,69 @@ func (n *NFT) open() (*nftables.Conn, error) {
 	return conn, nil
 }
 
-// Matches reports whether the kernel's chain holds exactly rules, with the
-// right type, hook, priority and policy. The comparison is on expressions,
-// not text, so a chain that nft wrote from the same rules matches too. A
-// missing table or chain does not match.
+// Matches reports whether the kernel holds exactly the chains rules make
+// (see Script): each present chain with exactly its rules and the right
+// type, hook, priority and policy, and no chain of this package that
+// should be absent. The comparison is on expressions, not text, so chains
+// that nft wrote from the same rules match too. A missing table or chain
+// that should exist does not match.
 func (n *NFT) Matches(rules []Rule) (bool, error) {
 	conn, err := n.open()
 	if err != nil {
 		return false, err
 	}
 	defer conn.CloseLasting()
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return false, fmt.Errorf("list ip chains: %w", err)
-	}
-	var have *nftables.Chain
-	for _, c := range chains {
-		if c.Table.Name == TableName && c.Name == ChainName {
-			have = c
-			break
+	for _, c := range chainsOf(rules) {
+		same, err := chainMatches(conn, c)
+		if err != nil || !same {
+			return false, err
 		}
 	}
-	if have == nil || !sameHook(have, baseChain()) {
-		return false, nil
-	}
-	// GetRules answers nil, nil for a chain that vanished since the
-	// listing; that reads as "differs" and the caller replaces the chain.
-	got, err := conn.GetRules(table, have)
+	return true, nil
+}
+
+// chainMatches compares one chain of the kernel's with c.
+func chainMatches(conn *nftables.Conn, c chain) (bool, error) {
+	have, err := readChain(conn, c)
 	if err != nil {
-		return false, fmt.Errorf("list rules of ip %s %s: %w", TableName, ChainName, err)
+		return false, err
 	}
-	if len(got) != len(rules) {
+	if have == nil || !c.present() {
+		return have == nil && !c.present(), nil
+	}
+	if !sameHook(have, c.base()) {
 		return false, nil
 	}
-	for i, r := range rules {
+	// GetRules answers nil, nil for a chain that vanished since it was
+	// read; that reads as "differs" and the caller replaces the chain.
+	got, err := conn.GetRules(have.Table, have)
+	if err != nil {
+		return false, fmt.Errorf("list rules of %s: %w", c, err)
+	}
+	if len(got) != len(c.rules) {
+		return false, nil
+	}
+	for i, r := range c.rules {
 		if len(got[i].UserData) != 0 || !reflect.DeepEqual(got[i].Exprs, r.Exprs()) {
 			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// readChain returns the kernel's chain c names, or nil when it (or its
+// table) does not exist. It asks for that one chain only.
+func readChain(conn *nftables.Conn, c chain) (*nftables.Chain, error) {
+	have, err := conn.ListChain(c.family.nftTable(), c.name)
+	// google/nftables v0.3.0 formats the netlink error into a string
+	// (%v), so ENOENT is recognised by its text.
+	if err != nil && strings.Contains(err.Error(), unix.ENOENT.Error()) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chain %s: %w", c, err)
+	}
+	return have, nil
 }
 
 func sameHook(have, want *nftables.Chain) bool {
@@ -100,39 +135,67 @@ func sameHook(have, want *nftables.Chain) bool {
 		have.Policy != nil && *have.Policy == *want.Policy
 }
 
-// ErrNotApplied means the kernel accepted the transaction but the chain read
-// back afterwards does not hold the planned rules.
-var ErrNotApplied = errors.New("chain does not hold the planned rules after replacing it")
+// ErrNotApplied means the kernel accepted the transaction but the chains
+// read back afterwards do not hold the planned rules.
+var ErrNotApplied = errors.New("chains do not hold the planned rules after replacing them")
 
-// Replace installs rules as the whole chain in one transaction: create the
-// table and chain if missing, delete the chain, create it anew with its
-// hook and rules. Readers therefore see the old chain or the new one, never
-// none or two. The result is read back, because google/nftables v0.3.0 can
-// miss the error of a batch's last message (google/nftables#329).
+// Replace installs rules in one transaction: for each chain that must
+// exist, create its table and the chain if missing, delete the chain and
+// create it anew with its hook and rules; delete each chain of this
+// package that exists but must not. Readers therefore see the old chains
+// or the new ones, never none or two, and both families change together.
+// The result is read back (verify), because google/nftables v0.3.0 can miss
+// the error of a batch's last message (google/nftables#329).
 func (n *NFT) Replace(rules []Rule) error {
 	conn, err := n.open()
 	if err != nil {
 		return err
 	}
 	defer conn.CloseLasting()
-	conn.AddTable(table)
-	// Without hook attributes this succeeds whether or not the chain exists,
-	// even when the existing chain's hook differs from ours.
-	conn.AddChain(&nftables.Chain{Name: ChainName, Table: table})
-	conn.DelChain(&nftables.Chain{Name: ChainName, Table: table})
-	chain := conn.AddChain(baseChain())
-	for _, r := range rules {
-		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: r.Exprs()})
+	var names []string
+	for _, c := range chainsOf(rules) {
+		if !c.present() {
+			// Only a chain that is there can be deleted without failing
+			// the whole batch; what is absent needs no message.
+			have, err := readChain(conn, c)
+			if err != nil {
+				return err
+			}
+			if have != nil {
+				conn.DelChain(&nftables.Chain{Name: c.name, Table: c.family.nftTable()})
+				names = append(names, "-"+c.String())
+			}
+			continue
+		}
+		t := c.family.nftTable()
+		conn.AddTable(t)
+		// Without hook attributes this succeeds whether or not the chain
+		// exists, even when the existing chain's hook differs from ours.
+		conn.AddChain(&nftables.Chain{Name: c.name, Table: t})
+		conn.DelChain(&nftables.Chain{Name: c.name, Table: t})
+		added := conn.AddChain(c.base())
+		for _, r := range c.rules {
+			conn.AddRule(&nftables.Rule{Table: t, Chain: added, Exprs: r.Exprs()})
+		}
+		names = append(names, c.String())
 	}
+	what := strings.Join(names, ", ")
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("replace chain ip %s %s: %w", TableName, ChainName, err)
+		return fmt.Errorf("replace chains %s: %w", what, err)
 	}
+	return n.verify(rules, what)
+}
+
+// verify reads the chains back after a transaction. It is the one place
+// that works around google/nftables#329, so that it can be switched to a
+// client that reports every message's error.
+func (n *NFT) verify(rules []Rule, what string) error {
 	ok, err := n.Matches(rules)
 	if err != nil {
-		return fmt.Errorf("verify chain ip %s %s: %w", TableName, ChainName, err)
+		return fmt.Errorf("verify chains %s: %w", what, err)
 	}
 	if !ok {
-		return fmt.Errorf("replace chain ip %s %s: %w", TableName, ChainName, ErrNotApplied)
+		return fmt.Errorf("replace chains %s: %w", what, ErrNotApplied)
 	}
 	return nil
 }

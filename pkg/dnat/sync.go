@@ -22,11 +22,21 @@ const (
 	DefaultResolvConf   = "/etc/resolv.conf"
 	DefaultFirewallFlag = "/run/qubes-service/qubes-firewall"
 	DefaultBusTimeout   = 2 * time.Second
-	firewallUnit        = "qubes-firewall.service"
+	// DefaultLockPath serialises runs; its directory is the watch
+	// service's RuntimeDirectory (kept across restarts), and is created
+	// by whichever run comes first.
+	DefaultLockPath    = "/run/qubes-setup-dnat-to-ns/lock"
+	DefaultLockTimeout = 30 * time.Second
+	firewallUnit       = "qubes-firewall.service"
 )
 
-// The QubesDB entries naming the virtual DNS addresses, in priority order.
-var virtualDNSPaths = []string{"/qubes-netvm-primary-dns", "/qubes-netvm-secondary-dns"}
+// The QubesDB entries naming the virtual DNS addresses, in priority order:
+// IPv4 ones (upstream's), IPv6 ones (written by dom0 when it offers IPv6
+// DNS).
+var (
+	virtualDNSPaths  = []string{"/qubes-netvm-primary-dns", "/qubes-netvm-secondary-dns"}
+	virtualDNS6Paths = []string{"/qubes-netvm-primary-dns6", "/qubes-netvm-secondary-dns6"}
+)
 
 // Config says where a run finds its inputs and what it touches.
 type Config struct {
@@ -34,6 +44,12 @@ type Config struct {
 	ResolvConf    string        // read when resolved cannot be asked
 	FirewallFlag  string        // if this file exists, qubes-firewall is reloaded on a change
 	BusTimeout    time.Duration // bounds the bus connection and each D-Bus call
+	// LockPath is the file whose lock Sync holds from reading its inputs
+	// to replacing the chains, so that concurrent runs (dispatcher hook,
+	// setup-ip, watch service) apply in turn, each from what it read
+	// after the previous one finished. LockTimeout bounds the wait.
+	LockPath    string
+	LockTimeout time.Duration
 	// RestartOnChange lists units to try-restart after the chain was
 	// replaced (watch mode restarts qubes-updates-proxy.service, as the
 	// dispatcher hook does after a run).
@@ -49,6 +65,8 @@ func DefaultConfig(logger *slog.Logger) Config {
 		ResolvConf:    DefaultResolvConf,
 		FirewallFlag:  DefaultFirewallFlag,
 		BusTimeout:    DefaultBusTimeout,
+		LockPath:      DefaultLockPath,
+		LockTimeout:   DefaultLockTimeout,
 		NFT:           NewNFT(),
 		Logger:        logger,
 	}
@@ -56,9 +74,11 @@ func DefaultConfig(logger *slog.Logger) Config {
 
 // Inputs are what the rules are planned from.
 type Inputs struct {
-	Virtual []netip.Addr // from QubesDB
-	Real    []netip.Addr // from resolved, or resolv.conf
-	Source  string       // where Real came from
+	Virtual  []netip.Addr // IPv4 virtual addresses, from QubesDB
+	Virtual6 []netip.Addr // IPv6 virtual addresses, from QubesDB
+	Real     []netip.Addr // IPv4 servers, from resolved or resolv.conf
+	Real6    []netip.Addr // IPv6 servers, from the same source
+	Source   string       // where Real and Real6 came from
 }
 
 // Result is the outcome of Sync.
@@ -70,12 +90,19 @@ type Result struct {
 	Changed bool
 }
 
-// Sync makes the kernel's chain match the current DNS configuration. When
-// the chain already holds the planned rules it changes nothing; otherwise it
-// asks systemd to reload qubes-firewall (if that service is enabled),
-// replaces the chain, and try-restarts cfg.RestartOnChange. Failures to
-// reach systemd are logged, not returned, as upstream ignores them.
+// Sync makes the kernel's chains match the current DNS configuration. When
+// the chains already hold the planned rules it changes nothing; otherwise
+// it asks systemd to reload qubes-firewall (if that service is enabled),
+// replaces the chains, and try-restarts cfg.RestartOnChange. It holds the
+// lock at cfg.LockPath throughout and reads its inputs only once it holds
+// it. Failures to reach systemd are logged, not returned, as upstream
+// ignores them.
 func Sync(ctx context.Context, cfg Config) (Result, error) {
+	unlock, err := lock(ctx, cfg.LockPath, cfg.LockTimeout, cfg.Logger)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	bus := connectBus(ctx, cfg)
 	if bus != nil {
 		defer bus.Close()
@@ -112,7 +139,7 @@ func preview(ctx context.Context, cfg Config, bus *dbus.Conn) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Inputs: in, Rules: Plan(in.Virtual, in.Real)}
+	res := Result{Inputs: in, Rules: PlanDual(in.Virtual, in.Virtual6, in.Real, in.Real6)}
 	same, err := cfg.NFT.Matches(res.Rules)
 	res.Changed = !same
 	return res, err
@@ -120,32 +147,58 @@ func preview(ctx context.Context, cfg Config, bus *dbus.Conn) (Result, error) {
 
 // discover reads the virtual addresses from QubesDB and the real servers
 // from resolved over bus, falling back to resolv.conf when bus is nil,
-// resolved is not running or it answers without a value.
-func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (Inputs, error) {
-	virtual, err := readVirtual(cfg)
+// resolved is not running or it answers without a value. A resolv.conf
+// that cannot be read counts as naming no server (fail closed, as
+// upstream): the rules then let no query out.
+func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err error) {
+	db, err := qubesdb.Dial(cfg.QubesDBSocket, cfg.BusTimeout)
 	if err != nil {
 		return Inputs{}, err
 	}
-	in := Inputs{Virtual: virtual}
+	defer db.Close()
+	if in.Virtual, err = readVirtual(cfg, db, virtualDNSPaths, ParseVirtual, "an IPv4"); err != nil {
+		return Inputs{}, err
+	}
+	if in.Virtual6, err = readVirtual(cfg, db, virtualDNS6Paths, ParseVirtual6, "an IPv6"); err != nil {
+		return Inputs{}, err
+	}
 	if bus != nil {
 		callCtx, cancel := context.WithTimeout(ctx, cfg.BusTimeout)
 		servers, err := resolved.DNS(callCtx, bus)
 		cancel()
 		switch {
 		case err == nil:
+			var linkLocal []netip.Addr
 			in.Real, in.Source = resolved.IPv4(servers), "systemd-resolved"
+			in.Real6, linkLocal = resolved.IPv6(servers)
+			logScoped(cfg, in, linkLocal)
 			return in, nil
 		case !errors.Is(err, resolved.ErrUnavailable):
 			return Inputs{}, err
 		}
 		cfg.Logger.Debug("falling back to resolv.conf", "reason", err)
 	}
-	real, err := resolvconf.ReadFile(cfg.ResolvConf)
+	in.Source = cfg.ResolvConf
+	servers, err := resolvconf.ReadFile(cfg.ResolvConf)
 	if err != nil {
-		return Inputs{}, err
+		cfg.Logger.Warn("cannot read resolv.conf, treating it as naming no DNS server", "error", err)
 	}
-	in.Real, in.Source = real, cfg.ResolvConf
+	in.Real, in.Real6 = servers.IPv4, servers.IPv6
+	logScoped(cfg, in, servers.Scoped)
 	return in, nil
+}
+
+// logScoped names the link-local IPv6 servers left out, which matters
+// (info) only when there are IPv6 virtual addresses to point at them.
+func logScoped(cfg Config, in Inputs, scoped []netip.Addr) {
+	if len(scoped) == 0 {
+		return
+	}
+	level := slog.LevelDebug
+	if len(in.Virtual6) > 0 {
+		level = slog.LevelInfo
+	}
+	cfg.Logger.Log(context.Background(), level, "skipping link-local IPv6 DNS servers: a DNAT target needs a routable address", "servers", scoped, "source", in.Source)
 }
 
 // connectBus returns a system bus connection, or nil when there is no
@@ -160,14 +213,11 @@ func connectBus(ctx context.Context, cfg Config) *dbus.Conn {
 	return bus
 }
 
-func readVirtual(cfg Config) ([]netip.Addr, error) {
-	db, err := qubesdb.Dial(cfg.QubesDBSocket, cfg.BusTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
+// readVirtual reads the QubesDB entries at paths, keeping the values parse
+// accepts; kind names what parse wants, for the warning about the others.
+func readVirtual(cfg Config, db *qubesdb.Client, paths []string, parse func([]byte) (netip.Addr, bool), kind string) ([]netip.Addr, error) {
 	var virtual []netip.Addr
-	for _, path := range virtualDNSPaths {
+	for _, path := range paths {
 		value, err := db.Read(path)
 		if errors.Is(err, qubesdb.ErrNotFound) {
 			continue
@@ -175,9 +225,9 @@ func readVirtual(cfg Config) ([]netip.Addr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read QubesDB %s: %w", path, err)
 		}
-		addr, ok := ParseVirtual(value)
+		addr, ok := parse(value)
 		if !ok {
-			cfg.Logger.Warn("ignoring QubesDB entry that is not an IPv4 address", "path", path, "value", fmt.Sprintf("%q", value))
+			cfg.Logger.Warn("ignoring QubesDB entry that is not "+kind+" address", "path", path, "value", fmt.Sprintf("%q", value))
 			continue
 		}
 		virtual = append(virtual, addr)

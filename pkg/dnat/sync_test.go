@@ -41,6 +41,8 @@ func testConfig(t *testing.T, nft *NFT, qdb map[string]string, resolvConf string
 		ResolvConf:    conf,
 		FirewallFlag:  filepath.Join(dir, "qubes-firewall"),
 		BusTimeout:    testBusTimeout,
+		LockPath:      filepath.Join(dir, "lock"),
+		LockTimeout:   10 * time.Second,
 		NFT:           nft,
 		Logger:        slog.New(slog.DiscardHandler),
 	}

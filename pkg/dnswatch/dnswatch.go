@@ -7,6 +7,7 @@ package dnswatch
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -79,7 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 			backoff = min(2*backoff, maxBackoff)
 		} else {
 			if res.Changed {
-				log.Info("DNS DNAT rules replaced", "servers", res.Real, "source", res.Source, "virtual", res.Virtual)
+				LogReplaced(log, res)
 			}
 			backoff = time.Second
 		}
@@ -98,6 +99,16 @@ func Run(ctx context.Context, opts Options) error {
 			retry, retryC = nil, nil
 		}
 	}
+}
+
+// LogReplaced logs a sync that replaced the chains, with what they now
+// point at (the IPv6 part only when there are IPv6 virtual addresses).
+func LogReplaced(log *slog.Logger, res dnat.Result) {
+	args := []any{"servers", res.Real, "source", res.Source, "virtual", res.Virtual}
+	if len(res.Virtual6) > 0 {
+		args = append(args, "servers6", res.Real6, "virtual6", res.Virtual6)
+	}
+	log.Info("DNS DNAT rules replaced", args...)
 }
 
 // coalesce waits d so that the rest of a burst of events is absorbed by the

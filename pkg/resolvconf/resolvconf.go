@@ -1,11 +1,14 @@
-// Package resolvconf reads the IPv4 name servers of a resolv.conf file,
-// accepting exactly the lines upstream's qubes-setup-dnat-to-ns accepts.
+// Package resolvconf reads the name servers of a resolv.conf file, accepting
+// exactly the IPv4 lines upstream's qubes-setup-dnat-to-ns accepts, and
+// IPv6 lines for the IPv6 virtual DNS addresses upstream does not have.
 //
 // A line counts when its first whitespace-separated field is "nameserver"
 // and its second field is an IPv4 address in strict dotted-decimal form
-// (four decimal octets, no leading zeros, no zone); anything after the
-// second field is ignored, as upstream does. Every other line is skipped:
-// comments, IPv6 addresses, zone ids, "1.2.3.4;" with trailing punctuation.
+// (four decimal octets, no leading zeros, no zone), or an IPv6 address;
+// anything after the second field is ignored, as upstream does. Every other
+// line is skipped: comments, IPv4-mapped IPv6 addresses, "1.2.3.4;" with
+// trailing punctuation. An IPv6 server with a zone or a link-local address
+// is reported apart: it cannot be a DNAT target.
 //
 // Two deliberate differences from upstream's Python, both on lines no
 // resolver writes: a line longer than MaxLineLen bytes is skipped whole (as
@@ -30,48 +33,72 @@ import (
 // considered at all.
 const MaxLineLen = 4096
 
-// ReadFile returns the name servers of the resolv.conf at path, in file
-// order. A file that does not exist yields no servers and no error, as
-// upstream treats it: the caller then installs drop rules.
-func ReadFile(path string) ([]netip.Addr, error) {
+// Servers are the name servers of a file, in file order, by family.
+type Servers struct {
+	IPv4, IPv6 []netip.Addr
+	// Scoped are IPv6 servers that only mean something on one link
+	// (link-local, or written with a zone), zone kept.
+	Scoped []netip.Addr
+}
+
+// ReadFile returns the name servers of the resolv.conf at path. A file that
+// does not exist yields no servers and no error, as upstream treats it: the
+// caller then installs drop rules.
+func ReadFile(path string) (Servers, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return Servers{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return Servers{}, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	servers, err := Parse(f)
+	servers, err := ParseServers(f)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return Servers{}, fmt.Errorf("read %s: %w", path, err)
 	}
 	return servers, nil
 }
 
-// Parse returns the name servers in r, in order. It fails only when r does.
+// Parse returns the IPv4 name servers in r, in order. It fails only when r
+// does.
 func Parse(r io.Reader) ([]netip.Addr, error) {
-	var servers []netip.Addr
-	lines := newLineReader(r)
-	for {
-		line, err := lines.next()
-		if line != nil {
-			if addr, ok := ParseLine(line); ok {
-				servers = append(servers, addr)
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			return servers, nil
-		}
-		if err != nil {
-			return servers, err
-		}
-	}
+	servers, err := ParseServers(r)
+	return servers.IPv4, err
 }
 
-// ParseLine returns the name server a single line (without its terminator)
-// declares, if it declares one.
+// ParseServers returns the name servers in r of both families. It fails
+// only when r does.
+func ParseServers(r io.Reader) (Servers, error) {
+	var servers Servers
+	lines := bufio.NewScanner(r)
+	lines.Buffer(make([]byte, 0, 512), MaxLineLen+2)
+	lines.Split(universalLines())
+	for lines.Scan() {
+		addr, ok := parseServer(lines.Bytes())
+		switch {
+		case !ok:
+		case addr.Is4():
+			servers.IPv4 = append(servers.IPv4, addr)
+		case addr.Zone() != "" || addr.IsLinkLocalUnicast():
+			servers.Scoped = append(servers.Scoped, addr)
+		default:
+			servers.IPv6 = append(servers.IPv6, addr)
+		}
+	}
+	return servers, lines.Err()
+}
+
+// ParseLine returns the IPv4 name server a single line (without its
+// terminator) declares, if it declares one.
 func ParseLine(line []byte) (netip.Addr, bool) {
+	addr, ok := parseServer(line)
+	return addr, ok && addr.Is4()
+}
+
+// parseServer returns the server a line declares: a strict IPv4 address or
+// an IPv6 one that is not IPv4-mapped (zones kept).
+func parseServer(line []byte) (netip.Addr, bool) {
 	if len(line) > MaxLineLen || !utf8.Valid(line) {
 		return netip.Addr{}, false
 	}
@@ -81,7 +108,7 @@ func ParseLine(line []byte) (netip.Addr, bool) {
 	}
 	value, _ := nextField(rest)
 	addr, err := netip.ParseAddr(string(value))
-	if err != nil || !addr.Is4() {
+	if err != nil || addr.Is4In6() {
 		return netip.Addr{}, false
 	}
 	return addr, true
@@ -108,42 +135,47 @@ func nextField(s []byte) (field, rest []byte) {
 	return s[:end], s[end:]
 }
 
-// lineReader splits input the way Python's text mode does with universal
-// newlines (a line ends at "\n", "\r\n" or a lone "\r"), and reports a line
-// longer than MaxLineLen as one over-long line without holding it in memory.
-type lineReader struct {
-	r    *bufio.Reader
-	line []byte
-}
-
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, MaxLineLen+2)}
-}
-
-// next returns the next line; an over-long one comes back truncated to
-// MaxLineLen+1 bytes so that ParseLine rejects it. It returns io.EOF with
-// the last line, or with a nil line when the input ended with a terminator.
-func (l *lineReader) next() ([]byte, error) {
-	l.line = l.line[:0]
-	for {
-		b, err := l.r.ReadByte()
-		if err != nil {
-			if len(l.line) == 0 {
-				return nil, err
+// universalLines returns a bufio.SplitFunc that ends a line the way
+// Python's text mode does with universal newlines (at "\n", "\r\n" or a
+// lone "\r") and skips a line longer than MaxLineLen whole, without
+// holding it in memory: the scanner's buffer never needs more than
+// MaxLineLen+2 bytes.
+func universalLines() bufio.SplitFunc {
+	skipping := false // inside an over-long line, until its terminator
+	return func(data []byte, atEOF bool) (int, []byte, error) {
+		if len(data) == 0 {
+			return 0, nil, nil
+		}
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			switch {
+			case skipping || len(data) > MaxLineLen:
+				skipping = !atEOF
+				return len(data), nil, nil
+			case atEOF:
+				return len(data), data, nil // the last line, unterminated
 			}
-			return l.line, err
+			return 0, nil, nil
 		}
-		switch b {
-		case '\n':
-			return l.line, nil
-		case '\r':
-			if next, err := l.r.Peek(1); err == nil && next[0] == '\n' {
-				_, _ = l.r.ReadByte()
+		if i > MaxLineLen {
+			// Drop the text now, while the buffer may be full; the
+			// terminator is dealt with on the next call.
+			skipping = true
+			return i, nil, nil
+		}
+		end := i + 1
+		if data[i] == '\r' {
+			if end == len(data) && !atEOF {
+				return 0, nil, nil // a "\n" may follow
 			}
-			return l.line, nil
+			if end < len(data) && data[end] == '\n' {
+				end++
+			}
 		}
-		if len(l.line) <= MaxLineLen {
-			l.line = append(l.line, b)
+		if skipping {
+			skipping = false
+			return end, nil, nil
 		}
+		return end, data[:i], nil
 	}
 }

@@ -83,8 +83,8 @@ func TestReadFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("missing file is no servers", func(t *testing.T) {
 		got, err := ReadFile(filepath.Join(dir, "absent"))
-		if err != nil || got != nil {
-			t.Fatalf("ReadFile(absent) = %v, %v; want nil, nil", got, err)
+		if err != nil || got.IPv4 != nil || got.IPv6 != nil {
+			t.Fatalf("ReadFile(absent) = %v, %v; want no servers, nil", got, err)
 		}
 	})
 	t.Run("regular file", func(t *testing.T) {
@@ -93,7 +93,7 @@ func TestReadFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := ReadFile(path)
-		if err != nil || !slices.Equal(got, addrs("10.0.0.1", "10.0.0.2")) {
+		if err != nil || !slices.Equal(got.IPv4, addrs("10.0.0.1", "10.0.0.2")) {
 			t.Fatalf("ReadFile = %v, %v", got, err)
 		}
 	})
@@ -102,6 +102,41 @@ func TestReadFile(t *testing.T) {
 			t.Fatalf("ReadFile(dir) error = %v, want one naming %s", err, dir)
 		}
 	})
+}
+
+// TestParseLineLengthsAtTheLimit covers lines around MaxLineLen with each
+// terminator, where the scanner's buffer is full.
+func TestParseLineLengthsAtTheLimit(t *testing.T) {
+	for n := MaxLineLen - 2; n <= MaxLineLen+3; n++ {
+		for _, term := range []string{"\n", "\r", "\r\n"} {
+			line := "nameserver 8.8.4.4 " + strings.Repeat("x", n-len("nameserver 8.8.4.4 "))
+			got, err := Parse(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
+			want := addrs("8.8.4.4", "1.1.1.1")
+			if n > MaxLineLen {
+				want = addrs("1.1.1.1")
+			}
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("line of %d bytes ended by %q: Parse = %v, %v; want %v", n, term, got, err, want)
+			}
+		}
+	}
+}
+
+func TestParseServers(t *testing.T) {
+	input := "nameserver 2001:db8::53\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nnameserver fe80::2\n" +
+		"nameserver 2001:db8::1%eth0\nnameserver ::ffff:1.2.3.4\nnameserver 2001:db8::54 # x\r\n#nameserver 2001:db8::55\n"
+	got, err := ParseServers(strings.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Servers{
+		IPv4:   addrs("10.0.0.1"),
+		IPv6:   addrs("2001:db8::53", "2001:db8::54"),
+		Scoped: addrs("fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"),
+	}
+	if !slices.Equal(got.IPv4, want.IPv4) || !slices.Equal(got.IPv6, want.IPv6) || !slices.Equal(got.Scoped, want.Scoped) {
+		t.Fatalf("ParseServers = %+v, want %+v", got, want)
+	}
 }
 
 // FuzzParse checks that no input panics and that every server returned

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/godbus/dbus/v5"
@@ -19,8 +20,11 @@ const (
 	Manager    = "org.freedesktop.resolve1.Manager"
 )
 
-// familyIPv4 is AF_INET as resolved reports it in the DNS property.
-const familyIPv4 = 2
+// The address families as resolved reports them in the DNS property.
+const (
+	familyIPv4 = 2  // AF_INET
+	familyIPv6 = 10 // AF_INET6
+)
 
 // ErrUnavailable means resolved cannot say which servers it uses: it is not
 // running, or it returned no value. Callers fall back to resolv.conf, as
@@ -65,21 +69,38 @@ func DNS(ctx context.Context, conn *dbus.Conn) ([]Server, error) {
 // IPv4 entry whose address is not 4 bytes long is skipped (upstream would
 // crash on it).
 func IPv4(servers []Server) []netip.Addr {
+	addrs, _ := pick(servers, familyIPv4)
+	return addrs
+}
+
+// IPv6 picks the IPv6 servers by the same rule as IPv4. A link-local
+// server cannot be a DNAT target (its address means nothing without its
+// link): it is left out and returned in linkLocal, with the ifindex as its
+// zone, for the caller to log.
+func IPv6(servers []Server) (addrs, linkLocal []netip.Addr) {
+	return pick(servers, familyIPv6)
+}
+
+func pick(servers []Server, family int32) (addrs, linkLocal []netip.Addr) {
 	var global, all []netip.Addr
 	for _, s := range servers {
-		if s.Family != familyIPv4 || len(s.Address) != 4 {
+		addr, ok := netip.AddrFromSlice(s.Address)
+		if s.Family != family || !ok || (family == familyIPv4) != addr.Is4() || addr.Is4In6() {
 			continue
 		}
-		addr := netip.AddrFrom4([4]byte(s.Address))
+		if addr.IsLinkLocalUnicast() && family == familyIPv6 {
+			linkLocal = append(linkLocal, addr.WithZone(strconv.Itoa(int(s.Ifindex))))
+			continue
+		}
 		all = append(all, addr)
 		if s.Ifindex == 0 {
 			global = append(global, addr)
 		}
 	}
 	if len(global) > 0 {
-		return global
+		return global, linkLocal
 	}
-	return all
+	return all, linkLocal
 }
 
 // WatchDNS subscribes conn to the signals that mean resolved's DNS list may

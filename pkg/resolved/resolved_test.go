@@ -61,6 +61,38 @@ func TestIPv4(t *testing.T) {
 	}
 }
 
+func v6at(ifindex int32, addr string) resolved.Server {
+	return resolved.Server{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr(addr).AsSlice()}
+}
+
+func TestIPv6(t *testing.T) {
+	tests := []struct {
+		name          string
+		servers       []resolved.Server
+		want, skipped []netip.Addr
+	}{
+		{"none", nil, nil, nil},
+		{"ipv4 dropped", []resolved.Server{v4(0, 1, 1, 1, 1), v6at(2, "2001:db8::1")}, addrs("2001:db8::1"), nil},
+		{"global wins over per-link", []resolved.Server{v6at(3, "2001:db8::3"), v6at(0, "2001:db8::1"), v6at(0, "2001:db8::2")}, addrs("2001:db8::1", "2001:db8::2"), nil},
+		{"global ipv4 does not hide per-link ipv6", []resolved.Server{v4(0, 1, 1, 1, 1), v6at(3, "2001:db8::3")}, addrs("2001:db8::3"), nil},
+		{"link-local skipped and reported with its link", []resolved.Server{v6at(3, "fe80::1"), v6at(3, "2001:db8::3")}, addrs("2001:db8::3"), addrs("fe80::1%3")},
+		{"only link-local", []resolved.Server{v6at(2, "fe80::1")}, nil, addrs("fe80::1%2")},
+		{"malformed entries skipped", []resolved.Server{
+			{Ifindex: 0, Family: 10, Address: []byte{1, 2, 3, 4}},
+			v6at(0, "::ffff:1.2.3.4"),
+			v6at(2, "2001:db8::2"),
+		}, addrs("2001:db8::2"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, skipped := resolved.IPv6(tt.servers)
+			if !slices.Equal(got, tt.want) || !slices.Equal(skipped, tt.skipped) {
+				t.Errorf("IPv6(%v) = %v, %v; want %v, %v", tt.servers, got, skipped, tt.want, tt.skipped)
+			}
+		})
+	}
+}
+
 func TestDNS(t *testing.T) {
 	servers := []resolved.Server{v4(0, 1, 1, 1, 1), v6(3), v4(3, 9, 9, 9, 9)}
 	tests := []struct {

@@ -21,13 +21,18 @@ type resolver struct {
 }
 
 // StartResolver runs a DNS server in the upstream namespace listening only
-// on addr (an IPv4 address; added to the upstream's loopback if missing),
-// UDP and TCP port 53. It answers whoami.test with addr and host.test with
-// InternetHost, and nothing else. It returns once the server answers.
+// on addr (an IPv4 or IPv6 address; added to the upstream's loopback if
+// missing), UDP and TCP port 53. It answers whoami.test with Whoami(addr)
+// (and, for an IPv6 server, AAAA addr) and host.test with InternetHost,
+// and nothing else. It returns once the server answers.
 func (s *Sandbox) StartResolver(addr string) error {
 	ip, err := netip.ParseAddr(addr)
-	if err != nil || !ip.Is4() {
-		return fmt.Errorf("start resolver: %q is not an IPv4 address", addr)
+	if err != nil || ip.Zone() != "" || ip.Is4In6() {
+		return fmt.Errorf("start resolver: %q is not an IPv4 or IPv6 address", addr)
+	}
+	whoami := "--host-record=whoami.test," + Whoami(addr)
+	if ip.Is6() {
+		whoami += "," + addr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -37,7 +42,7 @@ func (s *Sandbox) StartResolver(addr string) error {
 	if _, running := s.resolvers[addr]; running {
 		return fmt.Errorf("start resolver %s: already running", addr)
 	}
-	if err := s.Upstream.ipBatch("addr replace " + addr + "/32 dev lo"); err != nil {
+	if err := s.Upstream.ipBatch(fmt.Sprintf("addr replace %s/%d dev lo", addr, ip.BitLen())); err != nil {
 		return fmt.Errorf("start resolver %s: %w", addr, err)
 	}
 	dir := filepath.Join(s.dir, "dnsmasq-"+addr)
@@ -57,7 +62,7 @@ func (s *Sandbox) StartResolver(addr string) error {
 		"--pid-file="+filepath.Join(dir, "pid"),
 		"--log-facility="+logPath,
 		"--log-queries",
-		"--host-record=whoami.test,"+addr,
+		whoami,
 		"--host-record=host.test,"+InternetHost,
 	)
 	if err := cmd.Start(); err != nil {
@@ -77,16 +82,29 @@ func (s *Sandbox) StartResolver(addr string) error {
 	return nil
 }
 
+// Whoami returns the A record a resolver StartResolver ran on addr gives
+// for whoami.test, which tells which resolver answered: an IPv4 resolver's
+// own address; for an IPv6 one 192.0.2.N (TEST-NET-1, no resolver's
+// address), N the last byte of its address, since Query reads A records.
+func Whoami(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || ip.Is4() {
+		return addr
+	}
+	b := ip.As16()
+	return netip.AddrFrom4([4]byte{192, 0, 2, b[15]}).String()
+}
+
 // awaitAnswer polls until the resolver answers whoami.test correctly.
 func (r *resolver) awaitAnswer(from *NS, addr string) error {
 	deadline := time.Now().Add(resolverStartTimeout)
 	for {
 		answer, err := Query(from, addr, "whoami.test", false)
-		if err == nil && answer == addr {
+		if err == nil && answer == Whoami(addr) {
 			return nil
 		}
 		if err == nil {
-			err = fmt.Errorf("answered %s, want %s", answer, addr)
+			err = fmt.Errorf("answered %s, want %s", answer, Whoami(addr))
 		}
 		select {
 		case <-r.exited:

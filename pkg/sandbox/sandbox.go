@@ -32,6 +32,11 @@ const (
 	InternetHost6 = "2001:db8:203::1"
 	Resolver1     = "198.51.100.53" // where StartResolver is expected to run a DNS server
 	Resolver2     = "198.51.100.54"
+	// Resolver6a and Resolver6b are where StartResolver is expected to run
+	// IPv6 DNS servers: beyond the upstream router, reached through the
+	// network qube's IPv6 default route.
+	Resolver6a = "2001:db8:53::1"
+	Resolver6b = "2001:db8:53::2"
 	// DefaultGateway is the client's gateway when ClientSpec.Gateway is empty.
 	DefaultGateway = "10.138.0.1"
 )

@@ -421,3 +421,45 @@ func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 		t.Errorf("process %d in the leftover namespace was not killed", sleeper.Process.Pid)
 	}
 }
+
+// TestIPv6ResolverAndCapture queries an IPv6 resolver from the network
+// qube across the uplink, over UDP and TCP, and checks that the uplink
+// capture shows the exchange with that resolver.
+func TestIPv6ResolverAndCapture(t *testing.T) {
+	s := sandboxtest.New(t, sandbox.Options{})
+	if err := s.StartResolver(sandbox.Resolver6a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StartResolver("fe80::1%lo"); err == nil {
+		t.Error("StartResolver accepted a zoned address")
+	}
+	capture, err := s.NetVM.StartCapture("eth0", "port 53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tcp := range []bool{false, true} {
+		got, err := sandbox.Query(s.NetVM, sandbox.Resolver6a, "whoami.test", tcp)
+		if err != nil || got != sandbox.Whoami(sandbox.Resolver6a) {
+			t.Fatalf("query %s (tcp %v) = %q, %v; want %s", sandbox.Resolver6a, tcp, got, err, sandbox.Whoami(sandbox.Resolver6a))
+		}
+	}
+	if sandbox.Whoami(sandbox.Resolver1) != sandbox.Resolver1 || sandbox.Whoami(sandbox.Resolver6a) != "192.0.2.1" {
+		t.Fatalf("Whoami(%s) = %s, Whoami(%s) = %s", sandbox.Resolver1, sandbox.Whoami(sandbox.Resolver1), sandbox.Resolver6a, sandbox.Whoami(sandbox.Resolver6a))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(capture.Seen()) < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	packets, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(packets) < 4 {
+		t.Fatalf("capture saw %d packets, want the UDP and TCP exchanges: %q", len(packets), packets)
+	}
+	for _, p := range packets {
+		if !strings.Contains(p, sandbox.Resolver6a+".53") {
+			t.Errorf("captured packet not with %s: %s", sandbox.Resolver6a, p)
+		}
+	}
+}
