@@ -40,11 +40,15 @@ func (d *demo) hotplug(c *client, command string) (result, error) {
 		})
 }
 
-// setDNS rewrites the uplink's resolv.conf, as its DHCP client would, and
-// runs the DNS tool.
-func (d *demo) setDNS(server string) (result, error) {
+// setDNS rewrites the uplink's resolv.conf with servers, as its DHCP client
+// would, and runs the DNS tool.
+func (d *demo) setDNS(servers ...string) (result, error) {
 	path := filepath.Join(d.dir, "resolv.conf")
-	if err := os.WriteFile(path, []byte("# written by the qnet demo as the uplink's DHCP would\nnameserver "+server+"\n"), 0o644); err != nil {
+	text := "# written by the qnet demo as the uplink's DHCP would\n"
+	for _, s := range servers {
+		text += "nameserver " + s + "\n"
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		return result{}, fmt.Errorf("write %s: %w", path, err)
 	}
 	return d.runDNSTool()
@@ -55,7 +59,8 @@ func (d *demo) setDNS(server string) (result, error) {
 // D-Bus system bus so systemd-resolved is not asked.
 func (d *demo) runDNSTool() (result, error) {
 	return d.runInNetVM("qubes-setup-dnat-to-ns",
-		[]string{"--resolv-conf", filepath.Join(d.dir, "resolv.conf"), "--qubes-firewall-flag", filepath.Join(d.dir, "qubes-firewall-enabled")},
+		[]string{"--resolv-conf", filepath.Join(d.dir, "resolv.conf"), "--qubes-firewall-flag", filepath.Join(d.dir, "qubes-firewall-enabled"),
+			"--lock-file", filepath.Join(d.dir, "dnat-to-ns.lock")},
 		[]string{"QUBESDB_SOCKET=" + d.qubesdbSocket(), "DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent"})
 }
 
@@ -104,14 +109,17 @@ func (d *demo) logLines(res result, wrong bool) []string {
 }
 
 // dnatRules lists the rules of chain ip qubes dnat-dns as nft prints them.
-func (d *demo) dnatRules() ([]string, error) {
-	out, err := d.sb.NetVM.Exec("nft", "list", "chain", "ip", "qubes", "dnat-dns")
+func (d *demo) dnatRules() ([]string, error) { return d.chainRules("ip", "dnat-dns") }
+
+// chainRules lists the rules of one chain of table qubes, as nft prints them.
+func (d *demo) chainRules(family, chain string) ([]string, error) {
+	out, err := d.sb.NetVM.Exec("nft", "list", "chain", family, "qubes", chain)
 	if err != nil {
 		return nil, err
 	}
 	var rules []string
 	for _, l := range strings.Split(string(out), "\n") {
-		if l = strings.TrimSpace(l); strings.HasPrefix(l, "ip daddr") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, family+" daddr") {
 			rules = append(rules, l)
 		}
 	}

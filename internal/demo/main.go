@@ -41,6 +41,9 @@ const (
 	backIPv6     = "fd09:24ef:4179::a8a:1"
 	primaryDNS   = "10.139.1.1"
 	secondaryDNS = "10.139.1.2"
+	// The IPv6 virtual DNS addresses dom0 will write once Qubes offers them.
+	primaryDNS6   = "fd09:24ef:4179::a8b:1"
+	secondaryDNS6 = "fd09:24ef:4179::a8b:2"
 )
 
 // client is one client qube of the demo.

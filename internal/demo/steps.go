@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
@@ -46,6 +47,7 @@ func (d *demo) steps() []step {
 		{name: "online", run: d.online},
 		{name: "traffic", run: d.traffic},
 		{name: "DNS change", run: d.dnsChange},
+		{name: "IPv6 DNS", run: d.dns6},
 		// A new step goes here, with its function below: it gets the next
 		// number, and the tests require its ✓ like every other step's.
 		{name: "offline", run: d.offline, tearsDown: true},
@@ -296,6 +298,65 @@ func (d *demo) dnsChange() error {
 	d.check(res.code == 0 && again.code == 100 && len(problems) == 0,
 		fmt.Sprintf("DNS change: resolv.conf nameserver %s; exit %d (want 0); whoami.test via %s from %s (UDP, TCP) → %s; run again: exit %d (want 100, unchanged)",
 			sandbox.Resolver2, res.code, primaryDNS, strings.Join(followed, ", "), sandbox.Resolver2, again.code), details...)
+	return nil
+}
+
+// dns6: dom0 gives the network qube IPv6 virtual DNS addresses. While the
+// uplink knows no IPv6 server, a query to them is refused at once, so the
+// client's resolver moves on to the IPv4 address without a timeout; once
+// an IPv6 server appears, they answer through it; when dom0 takes the keys
+// away, the IPv6 chains go and IPv4 DNS is as before.
+func (d *demo) dns6() error {
+	c := d.clients[0] // the dual-stack client
+	if err := d.sb.StartResolver(sandbox.Resolver6a); err != nil {
+		return err
+	}
+	d.db.Set("/qubes-netvm-primary-dns6", primaryDNS6)
+	d.db.Set("/qubes-netvm-secondary-dns6", secondaryDNS6)
+	res, err := d.setDNS(sandbox.Resolver2)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, tcp := range []bool{false, true} {
+		if got, err := sandbox.Query(c.NS, primaryDNS6, "whoami.test", tcp); !errors.Is(err, syscall.ECONNREFUSED) {
+			problems = append(problems, fmt.Sprintf("%s tcp=%v without an IPv6 server: %q %v, want connection refused", primaryDNS6, tcp, got, err))
+		}
+	}
+	d.check(res.code == 0 && len(problems) == 0,
+		fmt.Sprintf("IPv6 DNS keys %s %s, no IPv6 server upstream: exit %d (want 0); whoami.test via %s (UDP, TCP) refused at once, no timeout",
+			primaryDNS6, secondaryDNS6, res.code, primaryDNS6), append(problems, d.logLines(res, res.code != 0)...)...)
+
+	if res, err = d.setDNS(sandbox.Resolver2, sandbox.Resolver6a); err != nil {
+		return err
+	}
+	rules, err := d.chainRules("ip6", "dnat-dns")
+	if err != nil {
+		return err
+	}
+	problems = nil
+	want := sandbox.Whoami(sandbox.Resolver6a)
+	for _, tcp := range []bool{false, true} {
+		if got, err := sandbox.Query(c.NS, primaryDNS6, "whoami.test", tcp); err != nil || got != want {
+			problems = append(problems, fmt.Sprintf("%s tcp=%v: %q %v, want %s", primaryDNS6, tcp, got, err, want))
+		}
+	}
+	d.check(res.code == 0 && len(problems) == 0,
+		fmt.Sprintf("IPv6 DNS: resolv.conf adds nameserver %s; exit %d (want 0); whoami.test via %s from %s (UDP, TCP) → %s, the answer of %s; chain ip6 qubes dnat-dns:",
+			sandbox.Resolver6a, res.code, primaryDNS6, c.Vif, want, sandbox.Resolver6a), append(append(rules, problems...), d.logLines(res, res.code != 0)...)...)
+
+	d.db.Delete("/qubes-netvm-primary-dns6")
+	d.db.Delete("/qubes-netvm-secondary-dns6")
+	if res, err = d.runDNSTool(); err != nil {
+		return err
+	}
+	out, err := d.sb.NetVM.Exec("nft", "list", "table", "ip6", "qubes")
+	if err != nil {
+		return err
+	}
+	left := strings.Contains(string(out), "dnat-dns")
+	d.check(res.code == 0 && !left, fmt.Sprintf("IPv6 DNS keys removed: exit %d (want 0); table ip6 qubes has no DNS chain left", res.code),
+		d.logLines(res, res.code != 0)...)
 	return nil
 }
 
