@@ -445,14 +445,22 @@ func (r *rig) checkTornDown(t *testing.T, realIndex int) {
 	}
 }
 
-// kernelState is the network qube's state plus the list of namespaces.
+// kernelState is the network qube's state plus the list of this run's
+// namespaces (every name this rig can make starts with the sandbox's ID;
+// other test processes' namespaces come and go beside them).
 func (r *rig) kernelState(t *testing.T) string {
 	t.Helper()
 	state, err := r.sb.NetVM.KernelState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return state + "### namespaces\n" + strings.Join(netnsList(t), "\n")
+	var ours []string
+	for _, name := range netnsList(t) {
+		if strings.HasPrefix(name, r.sb.ID) {
+			ours = append(ours, name)
+		}
+	}
+	return state + "### namespaces\n" + strings.Join(ours, "\n")
 }
 
 func (r *rig) checkUnchanged(t *testing.T, before string) {
