@@ -9,36 +9,13 @@
 # the last commit's time), GO.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-outdir=$root/dist
-export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
-while getopts o: opt; do
-	case $opt in
-	o) outdir=$OPTARG ;;
-	*)
-		echo "usage: $0 [-o OUTDIR]" >&2
-		exit 2
-		;;
-	esac
-done
-mkdir -p "$outdir"
-outdir=$(cd "$outdir" && pwd)
+# shellcheck source=scripts/package-common.sh
+. "$(dirname "$0")/package-common.sh"
 command -v rpmbuild >/dev/null || {
 	echo "rpmbuild is missing: apt-get install rpm (Debian) or dnf install rpm-build (Fedora)" >&2
 	exit 1
 }
-
-VERSION=${VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo unknown)}
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
-export SOURCE_DATE_EPOCH
-
-# An RPM version has no hyphen and starts with a digit: v1.2-3-gabc-dirty
-# becomes 1.2+3+gabc+dirty, a bare commit id abc becomes 0~gitabc.
-rpmversion=${VERSION#v}
-if [[ $VERSION =~ ^[0-9a-f]{7,}(-dirty)?$ || ! $rpmversion =~ ^[0-9] ]]; then
-	rpmversion=0~git$VERSION
-fi
-rpmversion=${rpmversion//-/+}
+rpmversion=$pkgversion
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
