@@ -257,16 +257,25 @@ func baseRPM(t *testing.T) string {
 	return standInRPM(t, "base", "1", "Provides: coreutils grep", strings.Join(install, "\n"), files)
 }
 
-// TestRPMTakeover installs the RPM with rpm --root into a scratch root over
-// stand-ins of the two upstream packages, then upgrades a stand-in,
-// upgrades qnet and removes it, checking after each step which file is at
-// each of upstream's paths and which is kept aside.
-func TestRPMTakeover(t *testing.T) {
+// keptCopy is where the takeover keeps upstream's file of path p.
+func keptCopy(p string) string { return path.Join(path.Dir(p), "."+path.Base(p)+".qubes-orig") }
+
+// readIn is the content of p under root, or the error in parentheses.
+func readIn(root, p string) string {
+	b, err := os.ReadFile(filepath.Join(root, p))
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	return string(b)
+}
+
+// scratchRoot is an rpm database and root holding the base system and
+// version 1 of both upstream stand-ins, and a function running rpm on it.
+func scratchRoot(t *testing.T) (string, func(args ...string)) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("rpm --root runs the scriptlets in a chroot, which needs root")
 	}
-	qnet := builtRPM(t, testVersion)
-	qnetNext := builtRPM(t, testVersionNext)
 	root := t.TempDir()
 	rpm := func(args ...string) {
 		t.Helper()
@@ -277,14 +286,18 @@ func TestRPMTakeover(t *testing.T) {
 	for name := range rpmUpstream {
 		rpm("-i", upstreamRPM(t, name, "1"))
 	}
-	read := func(p string) string {
-		b, err := os.ReadFile(filepath.Join(root, p))
-		if err != nil {
-			return "(" + err.Error() + ")"
-		}
-		return string(b)
-	}
-	saved := func(p string) string { return path.Join(path.Dir(p), "."+path.Base(p)+".qubes-orig") }
+	return root, rpm
+}
+
+// TestRPMTakeover installs the RPM with rpm --root into a scratch root over
+// stand-ins of the two upstream packages, then upgrades a stand-in,
+// upgrades qnet and removes it, checking after each step which file is at
+// each of upstream's paths and which is kept aside.
+func TestRPMTakeover(t *testing.T) {
+	qnet := builtRPM(t, testVersion)
+	qnetNext := builtRPM(t, testVersionNext)
+	root, rpm := scratchRoot(t)
+	read := func(p string) string { return readIn(root, p) }
 	// check: every upstream path holds qnet's program; the kept copy holds
 	// upstream's file of version want[package].
 	check := func(stage string, want map[string]string) {
@@ -294,8 +307,8 @@ func TestRPMTakeover(t *testing.T) {
 				if ours := read(path.Join(qnetDir, path.Base(p))); read(p) != ours || strings.HasPrefix(ours, "(") {
 					t.Errorf("%s: %s is not qnet's %s", stage, p, path.Join(qnetDir, path.Base(p)))
 				}
-				if got, w := read(saved(p)), upstreamVersionText(p, want[name]); got != w {
-					t.Errorf("%s: %s holds %q, want %q", stage, saved(p), got, w)
+				if got, w := read(keptCopy(p)), upstreamVersionText(p, want[name]); got != w {
+					t.Errorf("%s: %s holds %q, want %q", stage, keptCopy(p), got, w)
 				}
 			}
 		}
@@ -318,8 +331,8 @@ func TestRPMTakeover(t *testing.T) {
 	rpm("-e", "qnet")
 	for name, files := range rpmUpstream {
 		for _, p := range files {
-			if _, err := os.Lstat(filepath.Join(root, saved(p))); err == nil {
-				t.Errorf("after removal: %s is left behind", saved(p))
+			if _, err := os.Lstat(filepath.Join(root, keptCopy(p))); err == nil {
+				t.Errorf("after removal: %s is left behind", keptCopy(p))
 			}
 		}
 		// rpm -V compares every file with the digest, mode, owner and
@@ -332,5 +345,28 @@ func TestRPMTakeover(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, qnetDir)); !os.IsNotExist(err) {
 		t.Errorf("after removal: %s still exists (%v)", qnetDir, err)
+	}
+}
+
+// TestRPMUpstreamErasedFirst erases an upstream package while qnet is
+// installed (rpm removes the path, qnet's program with it), then qnet: the
+// kept copy of that package's file must not come back as a stray file.
+func TestRPMUpstreamErasedFirst(t *testing.T) {
+	qnet := builtRPM(t, testVersion)
+	root, rpm := scratchRoot(t)
+	rpm("-i", qnet)
+	rpm("-e", "qubes-core-agent-network-manager")
+	rpm("-e", "qnet")
+	for _, p := range rpmUpstream["qubes-core-agent-network-manager"] {
+		for _, q := range []string{p, keptCopy(p)} {
+			if _, err := os.Lstat(filepath.Join(root, q)); !os.IsNotExist(err) {
+				t.Errorf("%s exists after both packages were erased (%v)", q, err)
+			}
+		}
+	}
+	for _, p := range rpmUpstream["qubes-core-agent-networking"] {
+		if got, want := readIn(root, p), upstreamVersionText(p, "1"); got != want {
+			t.Errorf("%s holds %q, want upstream's %q", p, got, want)
+		}
 	}
 }
