@@ -127,7 +127,8 @@ func TestRPMContents(t *testing.T) {
 
 func TestRPMRequirements(t *testing.T) {
 	reqs := strings.Split(strings.TrimSpace(rpmQuery(t, builtRPM(t, testVersion), "--requires")), "\n")
-	for _, want := range []string{"qubes-core-agent-networking", "coreutils", "grep", "/bin/sh"} {
+	for _, want := range []string{"qubes-core-agent-networking", "coreutils", "grep", "/bin/sh",
+		"(libselinux-utils if selinux-policy)"} {
 		if !slices.Contains(reqs, want) {
 			t.Errorf("requires %q, missing %s", reqs, want)
 		}
