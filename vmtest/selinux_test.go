@@ -46,6 +46,9 @@ var selinuxTree = []struct{ path, ctx, content string }{
 	{"/steps/init/busybox", "init_exec_t", "@/bin/busybox"},
 	{"/steps/dpkg", "bin_t", ""},
 	{"/steps/dpkg/busybox", "dpkg_exec_t", "@/bin/busybox"},
+	// ... and as xl devd (xend_t), which runs the hotplug scripts.
+	{"/steps/xend", "bin_t", ""},
+	{"/steps/xend/busybox", "xend_exec_t", "@/bin/busybox"},
 	{"/usr", "usr_t", ""},
 	{"/usr/bin", "bin_t", ""},
 	{"/usr/bin/chcon", "bin_t", "@/usr/sbin/chcon"},
@@ -59,7 +62,7 @@ var selinuxTree = []struct{ path, ctx, content string }{
 	{"/usr/libexec/qnet", "bin_t", ""},
 	{"/usr/libexec/qnet/qnet-takeover", "bin_t", "@/qnet/packaging/rpm/qnet-takeover"},
 	{"/usr/libexec/qnet/takeover.list", "bin_t", "@/qnet/packaging/takeover.list"},
-	{"/usr/libexec/qnet/vif-route-qubes", "bin_t", "qnet vif-route-qubes\n"},
+	{"/usr/libexec/qnet/vif-route-qubes", "bin_t", hotplugProbe + "# qnet\n"},
 	{"/usr/libexec/qnet/qubes-setup-dnat-to-ns", "bin_t", "qnet qubes-setup-dnat-to-ns\n"},
 	{"/usr/libexec/qnet/qubes-nmhook", "bin_t", "qnet qubes-nmhook\n"},
 	{"/etc", "etc_t", ""},
@@ -68,7 +71,7 @@ var selinuxTree = []struct{ path, ctx, content string }{
 	{"/etc/selinux/config", "selinux_config_t", "SELINUX=enforcing\nSELINUXTYPE=default\n"},
 	{"/etc/xen", "etc_t", ""},
 	{"/etc/xen/scripts", "bin_t", ""},
-	{"/etc/xen/scripts/vif-route-qubes", "initrc_exec_t", "#!/bin/sh\n# upstream vif-route-qubes 1\n"},
+	{"/etc/xen/scripts/vif-route-qubes", "initrc_exec_t", hotplugProbe + "# upstream vif-route-qubes 1\n"},
 	{"/etc/NetworkManager", "NetworkManager_etc_t", ""},
 	{"/etc/NetworkManager/dispatcher.d", "NetworkManager_etc_t", ""},
 	{"/etc/NetworkManager/dispatcher.d/qubes-nmhook", "NetworkManager_initrc_exec_t", "#!/bin/sh\n# upstream nmhook 1\n"},
@@ -79,6 +82,10 @@ var selinuxTree = []struct{ path, ctx, content string }{
 	{"/dev", "device_t", ""},
 	{"/out", "tmp_t", ""},
 }
+
+// hotplugProbe starts the stand-ins for upstream's and qnet's hotplug
+// script: each records the domain it runs in.
+const hotplugProbe = "#!/bin/sh\ncat /proc/self/attr/current >/out/hotplug-domain\n"
 
 // bootedWithSELinux skips the test unless this is run.sh's SELinux boot.
 func bootedWithSELinux(t *testing.T) {
@@ -285,6 +292,24 @@ func takeover(t *testing.T, action string) {
 	t.Logf("qnet-takeover %s in %s:\n%s", action, domain, log)
 }
 
+// hotplugDomain runs /etc/xen/scripts/vif-route-qubes in the chroot the way
+// xl devd does, from xend_t (entered as systemd enters it, from init_t),
+// and returns the domain the script ran in. run.sh's qnetxend.te adds
+// Qubes' transition: xend_t runs initrc_exec_t files in initrc_t.
+func hotplugDomain(t *testing.T) string {
+	t.Helper()
+	os.Remove(selRoot + "/out/hotplug-domain")
+	cmd := exec.Command("/steps/init/busybox", "sh", "-c",
+		`exec /steps/xend/busybox sh -c 'exec /etc/xen/scripts/vif-route-qubes online' </dev/null >/dev/null 2>&1`)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: selRoot}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("run the hotplug script from xend_t: %v\n%s", err, out)
+	}
+	return strings.TrimRight(readFile(t, selRoot+"/out/hotplug-domain"), "\x00")
+}
+
 func readFile(t *testing.T, p string) string {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -302,6 +327,8 @@ func keptCopy(p string) string { return path.Join(path.Dir(p), "."+path.Base(p)+
 // upstream's file had, the kept copy keeps upstream's, and restore gives
 // upstream's file its context back; also after an upgrade of upstream's
 // package (a new file, labelled by the package manager) and a second apply.
+// After each step the hotplug script, run as xl devd runs it, must run in
+// initrc_t, as upstream's does.
 func TestSELinuxTakeoverKeepsLabels(t *testing.T) {
 	bootedWithSELinux(t)
 	loadPolicy(t)
@@ -328,8 +355,17 @@ func TestSELinuxTakeoverKeepsLabels(t *testing.T) {
 		}
 	}
 
+	const initrc = "system_u:system_r:initrc_t:s0"
+	checkHotplug := func(stage string) {
+		t.Helper()
+		if got := hotplugDomain(t); got != initrc {
+			t.Errorf("%s: xl devd's domain ran /etc/xen/scripts/vif-route-qubes in %s, want %s as upstream's", stage, got, initrc)
+		}
+	}
+	checkHotplug("before apply")
 	takeover(t, "apply")
 	checkApplied("after apply", "1")
+	checkHotplug("after apply")
 
 	// An upgrade of the upstream package writes its file anew, labelled
 	// from the file contexts; the trigger then applies again.
@@ -346,11 +382,12 @@ func TestSELinuxTakeoverKeepsLabels(t *testing.T) {
 	}
 	takeover(t, "apply")
 	checkApplied("after an upgrade of upstream and apply", "2")
+	checkHotplug("after an upgrade of upstream and apply")
 
 	takeover(t, "restore")
 	for p, ctx := range takeoverPaths {
 		full := selRoot + p
-		if got := readFile(t, full); !strings.HasPrefix(got, "#!/bin/sh\n# upstream ") || !strings.HasSuffix(got, " 2\n") {
+		if got := readFile(t, full); !strings.Contains(got, "\n# upstream ") || !strings.HasSuffix(got, " 2\n") {
 			t.Errorf("after restore: %s holds %q, want upstream's version 2", p, got)
 		}
 		if got := label(t, full); got != ctx {
@@ -360,6 +397,7 @@ func TestSELinuxTakeoverKeepsLabels(t *testing.T) {
 			t.Errorf("after restore: %s is left behind", keptCopy(p))
 		}
 	}
+	checkHotplug("after restore")
 	if d := denials(t); len(d) > 0 {
 		t.Errorf("AVC denials while enforcing:\n%s", strings.Join(d, "\n"))
 	}
