@@ -35,13 +35,15 @@ var rpmShipped = map[string]string{
 	"/usr/libexec/qnet/takeover.list":                              "-rw-r--r--",
 	"/usr/lib/systemd/system/qubes-setup-dnat-to-ns-watch.service": "-rw-r--r--",
 	"/usr/lib/systemd/system-preset/75-qnet.preset":                "-rw-r--r--",
-	"/usr/share/licenses/qnet-" + rpmVersion:                       "drwxr-xr-x",
-	"/usr/share/licenses/qnet-" + rpmVersion + "/LICENSE":          "-rw-r--r--",
 }
 
 // rpmManPages are shipped too, compressed or not as the build host's rpm
-// does it.
-var rpmManPages = regexp.MustCompile(`^/usr/share/man/man8/(vif-route-qubes|qubes-setup-dnat-to-ns)\.8(\.gz|\.bz2|\.xz|\.zst)?$`)
+// does it, and the licence, in a directory named as its rpm names it
+// (qnet on Fedora, qnet-<version> on Debian).
+var (
+	rpmManPages = regexp.MustCompile(`^/usr/share/man/man8/(vif-route-qubes|qubes-setup-dnat-to-ns)\.8(\.gz|\.bz2|\.xz|\.zst)?$`)
+	rpmLicence  = regexp.MustCompile(`^/usr/share/licenses/qnet(-` + regexp.QuoteMeta(rpmVersion) + `)?(/LICENSE)?$`)
+)
 
 var (
 	rpmMu    sync.Mutex
@@ -86,7 +88,7 @@ func rpmQuery(t *testing.T, pkg string, args ...string) string {
 func TestRPMContents(t *testing.T) {
 	pkg := builtRPM(t, testVersion)
 	got := map[string]string{}
-	man := 0
+	man, licence := 0, 0
 	for _, line := range strings.Split(strings.TrimSpace(rpmQuery(t, pkg,
 		"--qf", `[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]`)), "\n") {
 		f := strings.Fields(line)
@@ -103,10 +105,21 @@ func TestRPMContents(t *testing.T) {
 			man++
 			continue
 		}
+		if m := rpmLicence.FindStringSubmatch(f[2]); m != nil {
+			want := "drwxr-xr-x"
+			if m[2] != "" {
+				want = "-rw-r--r--"
+			}
+			if f[0] != want {
+				t.Errorf("%s: mode %s, want %s", f[2], f[0], want)
+			}
+			licence++
+			continue
+		}
 		got[f[2]] = f[0]
 	}
-	if man != 2 {
-		t.Errorf("%d man pages, want 2", man)
+	if man != 2 || licence != 2 {
+		t.Errorf("%d man pages and %d licence entries, want 2 and 2 (directory and file)", man, licence)
 	}
 	for name, mode := range rpmShipped {
 		if got[name] == "" {
