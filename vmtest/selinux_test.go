@@ -264,6 +264,16 @@ func denials(t *testing.T) []string {
 	return found
 }
 
+// asInit is a shell running script in the chroot in init_t: kernel_t (the
+// test) enters it by running an init_exec_t file.
+func asInit(script string) *exec.Cmd {
+	cmd := exec.Command("/steps/init/busybox", "sh", "-c", script)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: selRoot}
+	return cmd
+}
+
 // takeover runs qnet-takeover action in the chroot the way an RPM
 // scriptlet runs: the package manager's domain (dpkg_t: Debian's reference
 // policy has no rpm_t) sets the package script domain for the exec of
@@ -275,12 +285,7 @@ func takeover(t *testing.T, action string) {
 	t.Helper()
 	scriptlet := "/usr/libexec/qnet/qnet-takeover " + action
 	inner := "exec >/out/" + action + ".log 2>&1; cat /proc/self/attr/current; echo; " + scriptlet
-	cmd := exec.Command("/steps/init/busybox", "sh", "-c",
-		`exec /steps/dpkg/busybox sh -c 'exec runcon system_u:system_r:dpkg_script_t:s0 /bin/sh -c "`+inner+`"'`)
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: selRoot}
-	out, err := cmd.CombinedOutput()
+	out, err := asInit(`exec /steps/dpkg/busybox sh -c 'exec runcon system_u:system_r:dpkg_script_t:s0 /bin/sh -c "` + inner + `"'`).CombinedOutput()
 	log, _ := os.ReadFile(selRoot + "/out/" + action + ".log")
 	if err != nil {
 		t.Fatalf("qnet-takeover %s: %v\n%s\nscript output:\n%s", action, err, out, log)
@@ -299,11 +304,7 @@ func takeover(t *testing.T, action string) {
 func hotplugDomain(t *testing.T) string {
 	t.Helper()
 	os.Remove(selRoot + "/out/hotplug-domain")
-	cmd := exec.Command("/steps/init/busybox", "sh", "-c",
-		`exec /steps/xend/busybox sh -c 'exec /etc/xen/scripts/vif-route-qubes online' </dev/null >/dev/null 2>&1`)
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: selRoot}
+	cmd := asInit(`exec /steps/xend/busybox sh -c 'exec /etc/xen/scripts/vif-route-qubes online' </dev/null >/dev/null 2>&1`)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("run the hotplug script from xend_t: %v\n%s", err, out)
 	}
