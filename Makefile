@@ -17,7 +17,7 @@ KEEP        ?=
 
 export PATH := /usr/local/go/bin:/usr/sbin:/sbin:$(PATH)
 
-.PHONY: all build test deps install lint bench vmtest demo demo-clean deb check-reproducible help FORCE
+.PHONY: all build test deps install lint bench vmtest demo demo-clean deb rpm check-reproducible help FORCE
 
 all: build
 
@@ -30,6 +30,7 @@ help:
 	@echo "make bench     whole-process timings, peak RSS, binary sizes (as root)"
 	@echo "make vmtest    the kernel tests on Debian's stock kernel under qemu (as root)"
 	@echo "make deb       build the Debian package into dist/"
+	@echo "make rpm       build the RPM for Fedora templates into dist/ (rpmbuild)"
 	@echo "make check-reproducible  two clean builds, byte-identical binaries and .deb"
 	@echo "make demo-clean  remove what 'make demo KEEP=1' left up"
 
@@ -64,6 +65,9 @@ demo-clean:
 
 deb:
 	@scripts/build-deb.sh
+
+rpm:
+	@scripts/build-rpm.sh
 
 check-reproducible:
 	scripts/check-reproducible.sh

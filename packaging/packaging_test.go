@@ -109,8 +109,10 @@ func builtDeb(t *testing.T) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if debDir != "" {
-		os.RemoveAll(debDir)
+	for _, dir := range []string{debDir, rpmDir} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	os.Exit(code)
 }

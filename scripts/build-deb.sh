@@ -7,35 +7,10 @@
 # the last commit's time), DEB_MAINTAINER, MAKE, GO.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-outdir=$root/dist
-# Where the Makefile finds Go, so that GOARCH below is the one it builds for.
-export PATH=/usr/local/go/bin:$PATH
-while getopts o: opt; do
-	case $opt in
-	o) outdir=$OPTARG ;;
-	*)
-		echo "usage: $0 [-o OUTDIR]" >&2
-		exit 2
-		;;
-	esac
-done
-mkdir -p "$outdir"
-outdir=$(cd "$outdir" && pwd)
-
-VERSION=${VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo unknown)}
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
-export SOURCE_DATE_EPOCH
+# shellcheck source=scripts/package-common.sh
+. "$(dirname "$0")/package-common.sh"
 maintainer=${DEB_MAINTAINER:-qnet maintainers <qnet@example.invalid>}
-
-# A Debian version starts with a digit and, without a Debian revision, has
-# no hyphen: v1.2-3-gabc-dirty becomes 1.2+3+gabc+dirty, and a bare commit
-# id (no tag yet) abc-dirty becomes 0~gitabc+dirty, before any release.
-debversion=${VERSION#v}
-if [[ $VERSION =~ ^[0-9a-f]{7,}(-dirty)?$ || ! $debversion =~ ^[0-9] ]]; then
-	debversion=0~git$VERSION
-fi
-debversion=${debversion//-/+}
+debversion=$pkgversion
 
 goarch=$(${GO:-go} env GOARCH)
 case $goarch in

@@ -19,6 +19,8 @@ needs=(
 	ping:iputils-ping:iputils
 	file:file:file
 	dig:bind9-dnsutils:bind-utils
+	rpmbuild:rpm:rpm-build
+	busybox:busybox-static:busybox
 )
 
 have() { command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$1" >/dev/null 2>&1; }

@@ -14,6 +14,9 @@
 #                   linux-image-cloud-amd64 depends on)
 #   VMTEST_PKGS     packages whose tests also run in the VM, space separated
 #                   (unset: every package under ./pkg and ./cmd that has tests)
+#
+# A second, short boot enables SELinux (security=selinux) with Debian's
+# reference policy and runs only vmtest's SELinux tests.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,10 @@ export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 
 # Host tools whose binaries and shared libraries go into the VM, so tests
 # can check kernel state independently of the code under test.
-guest_tools=(nft ip conntrack dnsmasq unshare ping stat dbus-daemon xenstore-read xenstore-write xenstore-ls xenstore-rm)
+# chcon and selinuxenabled are what packaging/rpm/qnet-takeover runs where
+# SELinux is on; runcon enters the package script domain.
+guest_tools=(nft ip conntrack dnsmasq unshare ping stat dbus-daemon xenstore-read xenstore-write xenstore-ls xenstore-rm
+	chcon selinuxenabled runcon)
 
 log() { echo "vmtest: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -42,7 +48,9 @@ apt_update_once() {
 
 # The project's own test dependencies plus what building and booting the
 # image needs; install-deps.sh prints what it installs.
-"$root/scripts/install-deps.sh" qemu-system-x86 cpio kmod dpkg xz-utils zstd
+# selinux-policy-default compiles the reference policy on installation.
+"$root/scripts/install-deps.sh" qemu-system-x86 cpio kmod dpkg xz-utils zstd \
+	selinux-policy-default selinux-policy-dev selinux-utils coreutils
 
 # The cloud kernel Debian currently ships for this release: the dependency
 # of the meta-package, e.g. linux-image-6.1.0-56-cloud-amd64.
@@ -91,6 +99,34 @@ vmlinuz=$kdir/boot/vmlinuz-$kver
 
 work=$(mktemp -d /tmp/qnt-vmtest.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+
+# selinux_policy: prints the path of the compiled policy the SELinux boot
+# loads: Debian's reference policy plus vmtest/selinux/qnetxend.te, built
+# in a private copy of the policy store (the host's stays as it is), once
+# per policy version and module text.
+selinux_policy() {
+	local te=$root/vmtest/selinux/qnetxend.te key out store built
+	key=$({ dpkg-query -W -f='${Version}' selinux-policy-default && cat "$te"; } | sha256sum | cut -c1-16)
+	out=$cache/selinux-policy-$key
+	if [ ! -f "$out" ]; then
+		log "compiling the reference policy with $te"
+		store=$work/selinux
+		mkdir -p "$store/module" "$store/root/var/lib/selinux" "$store/root/etc/selinux"
+		cp "$te" "$store/module/"
+		make -s -C "$store/module" -f /usr/share/selinux/devel/Makefile qnetxend.pp >&2
+		cp -a /var/lib/selinux/default "$store/root/var/lib/selinux/"
+		cp -a /etc/selinux/config /etc/selinux/semanage.conf /etc/selinux/default "$store/root/etc/selinux/"
+		# Only what semodule writes may be found below.
+		rm -f "$store/root/etc/selinux/default/policy/"policy.*
+		semodule -p "$store/root" -s default -N -i "$store/module/qnetxend.pp" 2>&1 |
+			grep -v 'not in password file' >&2 || true
+		built=$(find "$store/root/etc/selinux/default/policy" -maxdepth 1 -name 'policy.[0-9]*' | sort -V | tail -n 1)
+		[ -n "$built" ] || die "semodule wrote no policy with $te"
+		cp "$built" "$out.partial"
+		mv "$out.partial" "$out"
+	fi
+	echo "$out"
+}
 img=$work/root
 mkdir -p "$img"/{bin,sbin,usr/bin,usr/sbin,etc,root,qnet,lib/modules}
 
@@ -148,6 +184,9 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$img/etc/group"
 # first.
 # xen-scripts/ holds the dispatcher hook the binaries' tests run.
 cp -r "$root/xen-scripts" "$img/qnet/xen-scripts"
+# The RPM's takeover script, which the SELinux boot runs enforcing.
+(cd "$root" && cp --parents packaging/takeover.list packaging/rpm/qnet-takeover "$img/qnet/")
+install -D -m 0644 "$(selinux_policy)" "$img/qnet/selinux/policy"
 if [ -d "$root/bin" ]; then
 	cp -r "$root/bin" "$img/qnet/bin"
 else
@@ -171,12 +210,15 @@ log "initramfs $(du -h "$work/initrd" | cut -f1), kernel $kver"
 
 nonce=$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')
 
-# boot MODE ACCEL SECONDS: boots the image, streams the serial console to
-# stdout, and prints nothing else; the console carries the status marker.
+# boot MODE ACCEL SECONDS [KERNEL-ARG...]: boots the image, streams the
+# serial console to stdout, and prints nothing else; the console carries the
+# status marker.
 boot() {
-	timeout -k 5 "$3" qemu-system-x86_64 -accel "$2" -m 1G -smp 2 -nographic -no-reboot \
+	local mode=$1 acc=$2 secs=$3
+	shift 3
+	timeout -k 5 "$secs" qemu-system-x86_64 -accel "$acc" -m 1G -smp 2 -nographic -no-reboot \
 		-nic none -kernel "$vmlinuz" -initrd "$work/initrd" \
-		-append "console=ttyS0 panic=-1 quiet qnet.mode=$1 qnet.nonce=$nonce" </dev/null 2>&1 |
+		-append "console=ttyS0 panic=-1 quiet qnet.mode=$mode qnet.nonce=$nonce $*" </dev/null 2>&1 |
 		tr -d '\r'
 }
 
@@ -203,4 +245,13 @@ if [ -z "$rc" ]; then
 	die "the VM ended without reporting a status (crash, or killed after ${vm_timeout}s)"
 fi
 log "tests exited with status $rc"
-exit "$rc"
+
+log "booting with SELinux (security=selinux, reference policy), at most ${vm_timeout}s"
+boot selinux "$accel" "$vm_timeout" security=selinux | tee "$work/selinux.log"
+serc=$(status "$work/selinux.log")
+if [ -z "$serc" ]; then
+	die "the SELinux VM ended without reporting a status (crash, or killed after ${vm_timeout}s)"
+fi
+log "SELinux tests exited with status $serc"
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$serc"
