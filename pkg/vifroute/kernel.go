@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
 
@@ -23,16 +24,17 @@ type Kernel struct {
 	log  *slog.Logger
 	opts Options
 	nl   *netlink.Handle
+	nf   *nfnl.Conn // opened on first use, shared by the run's netfilter requests
 
 	// Learnt while applying: the device and whether IPv6 is enabled on it.
 	link netlink.Link
 	ipv6 bool
 }
 
-// NewKernel opens the netlink handles (routing and netfilter) in the
-// current network namespace.
+// NewKernel opens the routing netlink handle in the current network
+// namespace.
 func NewKernel(ctx context.Context, log *slog.Logger, opts Options) (*Kernel, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
@@ -40,7 +42,25 @@ func NewKernel(ctx context.Context, log *slog.Logger, opts Options) (*Kernel, er
 }
 
 // Close releases the netlink handles.
-func (k *Kernel) Close() { k.nl.Close() }
+func (k *Kernel) Close() {
+	k.nl.Close()
+	if k.nf != nil {
+		k.nf.Close()
+	}
+}
+
+// netfilter returns the run's nfnetlink socket, opening it on first use
+// (in the namespace of the calling thread, the run's).
+func (k *Kernel) netfilter() (*nfnl.Conn, error) {
+	if k.nf == nil {
+		c, err := nfnl.Dial(0)
+		if err != nil {
+			return nil, err
+		}
+		k.nf = c
+	}
+	return k.nf, nil
+}
 
 // nft returns a fresh nftables connection: google/nftables v0.3.0 keeps a
 // Conn unusable after one failed batch, so each batch gets its own.

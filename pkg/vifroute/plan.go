@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
+	"github.com/qubes-netvm/qnet/pkg/conntrack"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
@@ -244,11 +245,10 @@ func rebuildFlowtable(name string, leaving bool) Step {
 }
 
 // purgeConntrack forgets connections tracked for the addresses, so flows
-// of an earlier owner of an address do not leak to the new one. Finding
-// them means walking the whole conntrack hash table (its size follows the
-// machine's memory, not the number of flows), so the walk is skipped when
-// this namespace tracks no connection at all, and otherwise done once per
-// address family for all its addresses.
+// of an earlier owner of an address do not leak to the new one. The
+// kernel filters the dump (package conntrack), so the cost follows the
+// client's flows, not the table; a namespace that tracks no connection at
+// all is not asked.
 func purgeConntrack(addrs []netip.Addr) Step {
 	return Step{
 		Desc: fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
@@ -256,27 +256,13 @@ func purgeConntrack(addrs []netip.Addr) Step {
 			if count, err := sysctl.Read("net/netfilter/nf_conntrack_count"); err == nil && count == "0" {
 				return nil, nil
 			}
-			byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
-			for _, a := range addrs {
-				fam := netlink.InetFamily(unix.AF_INET)
-				if a.Is6() {
-					fam = unix.AF_INET6
-				}
-				src, dst := &netlink.ConntrackFilter{}, &netlink.ConntrackFilter{}
-				if err := src.AddIP(netlink.ConntrackOrigSrcIP, a.AsSlice()); err != nil {
-					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
-				}
-				if err := dst.AddIP(netlink.ConntrackOrigDstIP, a.AsSlice()); err != nil {
-					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
-				}
-				byFamily[fam] = append(byFamily[fam], src, dst)
+			c, err := k.netfilter()
+			if err != nil {
+				return nil, err
 			}
-			for fam, filters := range byFamily {
-				if _, err := k.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
-					return nil, fmt.Errorf("purge conntrack entries of %v: %w", addrs, err)
-				}
-			}
-			return nil, nil
+			n, err := conntrack.Purge(c, addrs)
+			k.log.Debug("conntrack purged", "entries", n)
+			return nil, err
 		},
 	}
 }
