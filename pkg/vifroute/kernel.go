@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
 
@@ -25,6 +26,9 @@ type Kernel struct {
 	opts Options
 	nl   *netlink.Handle
 	nf   *nfnl.Conn // opened on first use, shared by the run's netfilter requests
+
+	// flowtableSupport is where the kernel's flowtable support is read.
+	flowtableSupport flowoffload.Kernel
 
 	// Learnt while applying: the device and whether IPv6 is enabled on it.
 	link netlink.Link
@@ -38,7 +42,7 @@ func NewKernel(ctx context.Context, log *slog.Logger, opts Options) (*Kernel, er
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	return &Kernel{ctx: ctx, log: log, opts: opts, nl: h}, nil
+	return &Kernel{ctx: ctx, log: log, opts: opts, nl: h, flowtableSupport: flowoffload.RunningKernel()}, nil
 }
 
 // Close releases the netlink handles.

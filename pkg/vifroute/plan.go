@@ -7,9 +7,11 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
 	"github.com/qubes-netvm/qnet/pkg/conntrack"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
@@ -28,7 +30,7 @@ func planOnline(in *Inputs, opts Options) []Step {
 	steps = append(steps,
 		resolveLink(in, opts),
 		sysctlStep("net/ipv4/conf/"+in.Name+"/proxy_arp", "1"),
-		rebuildFlowtable(in.Name, false),
+		joinFlowtable(in.Name),
 	)
 	if in.Mapped != nil {
 		steps = append(steps, natMode(in))
@@ -64,9 +66,9 @@ func planOffline(in *Inputs, opts Options) []Step {
 		in = in.withoutIPv6()
 	}
 	entries := in.entries()
-	var steps []Step
+	steps := []Step{removeElements(in.Name, entries)}
 	if len(entries) > 0 {
-		steps = append(steps, removeElements(entries), purgeConntrack(in.Addrs))
+		steps = append(steps, purgeConntrack(in.Addrs))
 	}
 	steps = append(steps, findLink(in.Name))
 	for _, a := range in.Addrs {
@@ -84,7 +86,7 @@ func planOffline(in *Inputs, opts Options) []Step {
 			}
 		}
 	}
-	return append(steps, natTeardown(in.Name), rebuildFlowtable(in.Name, true))
+	return append(steps, natTeardown(in.Name))
 }
 
 // withoutIPv6 is the inputs of NAT mode, which handles IPv4 only.
@@ -226,22 +228,21 @@ func harden(name string, opts Options) Step {
 	}
 }
 
-// rebuildFlowtable replaces the flow-offload table with one covering the
-// current interfaces (without name when it is going away). Offload is an
-// optimisation: when the kernel cannot do it the run warns and goes on.
-func rebuildFlowtable(name string, leaving bool) Step {
-	desc := "replace table inet qubes-nat-accel: flowtable over every interface, offload group 2 -> group 1"
-	if leaving {
-		desc = "replace table inet qubes-nat-accel without " + name + " (if its flowtable lists it)"
+// joinFlowtable puts the vif in the flow-offload table's flowtable
+// (creating the table if absent). Offload is an optimisation: when the
+// kernel cannot do it the run warns and goes on.
+func joinFlowtable(name string) Step {
+	return Step{
+		Desc: "nft add flowtable inet qubes-nat-accel qubes-accel { devices = { " + name + " and every other interface not listed } } (table created if absent: offload group 2 -> group 1)",
+		Do: func(k *Kernel) (func() error, error) {
+			undo, err := k.joinFlowtable(name)
+			if err != nil {
+				k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
+				return nil, nil
+			}
+			return undo, nil
+		},
 	}
-	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
-		undo, err := k.replaceFlowtable(name, leaving)
-		if err != nil {
-			k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
-			return nil, nil
-		}
-		return undo, nil
-	}}
 }
 
 // purgeConntrack forgets connections tracked for the addresses, so flows
@@ -326,32 +327,67 @@ func delNeighbour(name string, a netip.Addr) Step {
 
 func addElements(entries []antispoof.Entry) Step {
 	return Step{Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		allowed, downstream, err := elementsWhere(entries, false)
+		allowed, downstream, err := k.elementsWhere(entries, false)
 		if err != nil || len(allowed)+len(downstream) == 0 {
 			return nil, err
 		}
-		if err := k.changeElements(antispoof.Add, allowed, downstream); err != nil {
+		msgs, err := elementChanges(antispoof.Add, allowed, downstream)
+		if err != nil {
 			return nil, err
 		}
-		return func() error { return k.changeElements(antispoof.Delete, allowed, downstream) }, nil
+		if err := k.batch(msgs, allowed, downstream); err != nil {
+			return nil, err
+		}
+		return func() error {
+			msgs, err := elementChanges(antispoof.Delete, allowed, downstream)
+			if err != nil {
+				return err
+			}
+			return k.batch(msgs, allowed, downstream)
+		}, nil
 	}}
 }
 
-func removeElements(entries []antispoof.Entry) Step {
-	return Step{Desc: "nft delete element (those present): " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		allowed, downstream, err := elementsWhere(entries, true)
-		if err != nil || len(allowed)+len(downstream) == 0 {
+// removeElements deletes the vif's elements that are present and takes
+// the vif out of the flowtable, in one transaction: the kernel then waits
+// for one RCU grace period, not one per deletion batch.
+func removeElements(name string, entries []antispoof.Entry) Step {
+	desc := "nft delete flowtable device " + name + " (if listed)"
+	if len(entries) > 0 {
+		desc = "nft delete element (those present): " + describeEntries(entries) + "; and flowtable device " + name + " (if listed), one transaction"
+	}
+	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+		allowed, downstream, err := k.elementsWhere(entries, true)
+		if err != nil {
 			return nil, err
 		}
-		return nil, k.changeElements(antispoof.Delete, allowed, downstream)
+		msgs, err := elementChanges(antispoof.Delete, allowed, downstream)
+		if err != nil {
+			return nil, err
+		}
+		ft, err := k.flowtableRemoval(name)
+		if err != nil {
+			k.log.Warn("cannot read the flowtable, leaving it as it is", "err", err)
+		}
+		if err := k.batch(append(msgs, ft...), allowed, downstream); err != nil {
+			return nil, err
+		}
+		return nil, nil
 	}}
 }
 
 // elementsWhere returns the entries whose `allowed` element, and those
 // whose `downstream` element, are in the kernel (present) or not.
-func elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream []antispoof.Entry, err error) {
+func (k *Kernel) elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream []antispoof.Entry, err error) {
+	if len(entries) == 0 {
+		return nil, nil, nil
+	}
+	c, err := k.netfilter()
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, e := range entries {
-		a, d, err := antispoof.Present(e)
+		a, d, err := antispoof.Present(c, e)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -365,19 +401,30 @@ func elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream
 	return allowed, downstream, nil
 }
 
-// changeElements sends one batch with the allowed and downstream changes.
-func (k *Kernel) changeElements(op func(c *nftables.Conn, e []antispoof.Entry, allowed, downstream bool) error, allowed, downstream []antispoof.Entry) error {
-	c, err := k.nft()
+// elementChanges encodes the allowed and downstream changes.
+func elementChanges(op func(c *nftables.Conn, e []antispoof.Entry, allowed, downstream bool) error, allowed, downstream []antispoof.Entry) ([]mnl.Message, error) {
+	if len(allowed)+len(downstream) == 0 {
+		return nil, nil
+	}
+	return nfnl.Queued(func(c *nftables.Conn) error {
+		if err := op(c, allowed, true, false); err != nil {
+			return err
+		}
+		return op(c, downstream, false, true)
+	})
+}
+
+// batch sends msgs as one transaction; the entries name the element
+// changes among them for the error.
+func (k *Kernel) batch(msgs []mnl.Message, allowed, downstream []antispoof.Entry) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	c, err := k.netfilter()
 	if err != nil {
 		return err
 	}
-	if err := op(c, allowed, true, false); err != nil {
-		return err
-	}
-	if err := op(c, downstream, false, true); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
+	if err := c.Batch(msgs); err != nil {
 		return fmt.Errorf("update anti-spoofing sets (allowed %s; downstream %s): %w", describeEntries(allowed), describeAddrs(downstream), err)
 	}
 	return nil

@@ -184,7 +184,7 @@ func TestPlanOnlineOrder(t *testing.T) {
 		"check the base ruleset",
 		"find device vif12.0",
 		"proxy_arp = 1",
-		"replace table inet qubes-nat-accel",
+		"nft add flowtable inet qubes-nat-accel",
 		"conntrack -D",
 		"ip neighbour add 10.137.0.12 dev vif12.0 lladdr 00:16:3e:5e:6c:0c nud permanent",
 		"ip neighbour add fd09:24ef:4179::a89:c",
