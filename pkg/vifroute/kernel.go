@@ -30,6 +30,10 @@ type Kernel struct {
 	// flowtableSupport is where the kernel's flowtable support is read.
 	flowtableSupport flowoffload.Kernel
 
+	// inside, when set (by tests), is called between the kernel operations
+	// of a step and may fail it there: a step must then undo its own part.
+	inside func(op string) error
+
 	// Learnt while applying: the device and whether IPv6 is enabled on it.
 	link netlink.Link
 	ipv6 bool
@@ -74,6 +78,15 @@ func (k *Kernel) nft() (*nftables.Conn, error) {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
 	return c, nil
+}
+
+// checkpoint marks the point after a step's first kernel operation and
+// before its next one.
+func (k *Kernel) checkpoint(op string) error {
+	if k.inside == nil {
+		return nil
+	}
+	return k.inside(op)
 }
 
 func (k *Kernel) index() int { return k.link.Attrs().Index }

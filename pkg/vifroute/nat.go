@@ -20,6 +20,9 @@ func natMode(in *Inputs) Step {
 			if err != nil {
 				return nil, err
 			}
+			if err := k.checkpoint("after NAT set-up"); err != nil {
+				return undo, err
+			}
 			// From here on the vif's name is the veth end in the netvm,
 			// which has IPv6 disabled.
 			if k.link, err = k.nl.LinkByName(in.Name); err != nil {

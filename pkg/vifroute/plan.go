@@ -157,6 +157,9 @@ func resolveLink(in *Inputs, opts Options) Step {
 					return nil, fmt.Errorf("rename %s to %s: %w", in.Vif, in.Name, err)
 				}
 				undo = func() error { return k.nl.LinkSetName(orig, in.Vif) }
+				if err := k.checkpoint("after rename"); err != nil {
+					return undo, err
+				}
 				if k.link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
 					return undo, fmt.Errorf("look up %s after rename: %w", in.Name, err)
 				}
@@ -217,6 +220,11 @@ func harden(name string, opts Options) Step {
 			}
 			var undos undoStack
 			for _, s := range settings {
+				if len(undos) > 0 {
+					if err := k.checkpoint("harden " + s.Key); err != nil {
+						return undos.run, err
+					}
+				}
 				undo, err := setSysctl(s.Key, s.Value, s.IgnoreFailure)
 				if err != nil {
 					return undos.run, fmt.Errorf("harden: %w", err)
@@ -461,6 +469,9 @@ func linkUp(name string) Step {
 			undos.push(func() error { return k.nl.LinkSetGroup(k.link, oldGroup) })
 		}
 		if !wasUp {
+			if err := k.checkpoint("before link up"); err != nil {
+				return undos.run, err
+			}
 			if err := k.nl.LinkSetUp(k.link); err != nil {
 				return undos.run, fmt.Errorf("set %s up: %w", name, err)
 			}

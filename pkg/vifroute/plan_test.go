@@ -118,17 +118,33 @@ func TestGatherErrors(t *testing.T) {
 	}
 }
 
-func TestGatherWithoutAddressesSkipsQubesDB(t *testing.T) {
+// Without addresses online reads QubesDB's hardening flag only, and the
+// plan hardens the vif (upstream reads the flag whatever ip holds);
+// offline does not open QubesDB.
+func TestGatherWithoutAddressesReadsOnlyHardening(t *testing.T) {
 	xs := baseXS()
 	delete(xs, xb+"/ip")
-	src, db := sources(xs, baseDB())
-	src.QubesDB = func() (Store, error) { return nil, errors.New("QubesDB must not be opened") }
+	db := baseDB()
+	db["/qubes-service/harden-network-interfaces"] = "1"
+	src, store := sources(xs, db)
 	in, err := Gather(online("vif12.0"), src, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(in.Addrs) != 0 || len(db.reads) != 0 {
-		t.Errorf("addrs %v, QubesDB reads %v", in.Addrs, db.reads)
+	if len(in.Addrs) != 0 || !in.Harden || !slices.Equal(store.reads, []string{"/qubes-service/harden-network-interfaces"}) {
+		t.Errorf("addrs %v, harden %v, QubesDB reads %v", in.Addrs, in.Harden, store.reads)
+	}
+	var b strings.Builder
+	Describe(&b, Plan(in, DefaultOptions()))
+	if !strings.Contains(b.String(), "harden: apply") {
+		t.Errorf("plan without addresses does not harden:\n%s", b.String())
+	}
+
+	src.QubesDB = func() (Store, error) { return nil, errors.New("QubesDB must not be opened") }
+	off := online("vif12.0")
+	off.Command, off.Action = "offline", hotplug.Offline
+	if _, err := Gather(off, src, quiet); err != nil {
+		t.Errorf("offline without addresses: %v", err)
 	}
 }
 

@@ -47,7 +47,8 @@ type Step struct {
 	// replaces; --dry-run prints it.
 	Desc string
 	// Do makes the change and returns how to revert exactly what it
-	// changed (nil when it changed nothing or cannot be reverted).
+	// changed (nil when it changed nothing or cannot be reverted), also
+	// when it fails after changing part of it.
 	Do func(k *Kernel) (undo func() error, err error)
 }
 
@@ -76,10 +77,12 @@ func Apply(ctx context.Context, k *Kernel, steps []Step, rollback bool, inject f
 		start := time.Now()
 		undo, err := s.Do(k)
 		k.log.Debug("step", "n", i+1, "do", s.Desc, "took", time.Since(start))
+		// A step that fails half-way returns the undo of its own part
+		// together with the error.
+		undos.push(undo)
 		if err != nil {
 			return unwind(k.log, undos, rollback, err)
 		}
-		undos.push(undo)
 	}
 	return nil
 }
