@@ -62,12 +62,13 @@ func TestFailureAtEachStepLeavesNothing(t *testing.T) {
 				return err
 			}
 			defer k.Close()
-			return Apply(context.Background(), k, steps, true, func(j int, s Step) error {
+			_, err = Apply(context.Background(), k, steps, true, func(j int, s Step) error {
 				if j == i {
 					return errInjected
 				}
 				return nil
 			})
+			return err
 		})
 		if !errors.Is(err, errInjected) {
 			t.Fatalf("failure before step %d (%s): got %v", i+1, steps[i].Desc, err)
@@ -143,7 +144,8 @@ func TestFailureInsideStepsLeavesNothing(t *testing.T) {
 					}
 					// A last step that fails undoes a complete run.
 					all := append(slices.Clone(steps), Step{Desc: "fail at the end", Do: func(*Kernel) (func() error, error) { return nil, errInjected }})
-					return Apply(context.Background(), k, all, true, nil)
+					_, err = Apply(context.Background(), k, all, true, nil)
+					return err
 				})
 				return reached, err
 			}

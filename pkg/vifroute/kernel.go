@@ -34,9 +34,7 @@ type Kernel struct {
 	// of a step and may fail it there: a step must then undo its own part.
 	inside func(op string) error
 
-	// Learnt while applying: the device and whether IPv6 is enabled on it.
-	link netlink.Link
-	ipv6 bool
+	facts Facts
 }
 
 // NewKernel opens the routing netlink handle in the current network
@@ -89,7 +87,7 @@ func (k *Kernel) checkpoint(op string) error {
 	return k.inside(op)
 }
 
-func (k *Kernel) index() int { return k.link.Attrs().Index }
+func (k *Kernel) index() int { return k.facts.Link.Attrs().Index }
 
 func (k *Kernel) linkByName(name string) (netlink.Link, bool, error) {
 	l, err := k.nl.LinkByName(name)

@@ -112,7 +112,8 @@ func (in *Inputs) entries() []antispoof.Entry {
 
 func checkRuleset(entries []antispoof.Entry) Step {
 	return Step{
-		Desc: "check the base ruleset: sets allowed and downstream in table(s) qubes",
+		Change: Change{Kind: CheckRuleset, Object: antispoof.Table},
+		Desc:   "check the base ruleset: sets allowed and downstream in table(s) qubes",
 		Do: func(k *Kernel) (func() error, error) {
 			c, err := k.nft()
 			if err != nil {
@@ -131,7 +132,11 @@ func resolveLink(in *Inputs, opts Options) Step {
 	if in.Name != in.Vif {
 		desc = fmt.Sprintf("find device %s and rename it to %s (vifname)", in.Vif, in.Name)
 	}
-	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+	change := Change{Kind: FindLink, Object: in.Vif}
+	if in.Name != in.Vif {
+		change = Change{Kind: RenameLink, Object: in.Vif, Value: in.Name}
+	}
+	return Step{Change: change, Desc: desc, Do: func(k *Kernel) (func() error, error) {
 		var undo func() error
 		if in.Name != in.Vif {
 			renamed, found, err := k.linkByName(in.Name)
@@ -146,7 +151,7 @@ func resolveLink(in *Inputs, opts Options) Step {
 			case found && origFound:
 				return nil, fmt.Errorf("cannot rename %s to %s: that name is taken by another device", in.Vif, in.Name)
 			case found:
-				k.link = renamed // renamed by an earlier online
+				k.facts.Link = renamed // renamed by an earlier online
 			default:
 				if !origFound {
 					if orig, err = k.waitForLink(in.Vif, opts.LinkWait); err != nil {
@@ -160,7 +165,7 @@ func resolveLink(in *Inputs, opts Options) Step {
 				if err := k.checkpoint("after rename"); err != nil {
 					return undo, err
 				}
-				if k.link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
+				if k.facts.Link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
 					return undo, fmt.Errorf("look up %s after rename: %w", in.Name, err)
 				}
 			}
@@ -169,10 +174,10 @@ func resolveLink(in *Inputs, opts Options) Step {
 			if err != nil {
 				return nil, err
 			}
-			k.link = l
+			k.facts.Link = l
 		}
 		disabled, err := sysctl.Read("net/ipv6/conf/" + in.Name + "/disable_ipv6")
-		k.ipv6 = err == nil && disabled == "0"
+		k.facts.IPv6 = err == nil && disabled == "0"
 		return undo, nil
 	}}
 }
@@ -180,17 +185,18 @@ func resolveLink(in *Inputs, opts Options) Step {
 // findLink is offline's look-up: a device that is already gone needs no
 // cleaning of its routes, neighbours or addresses (the kernel removed them).
 func findLink(name string) Step {
-	return Step{Desc: "find device " + name + " (if it still exists)", Do: func(k *Kernel) (func() error, error) {
+	return Step{Change: Change{Kind: FindLink, Object: name}, Desc: "find device " + name + " (if it still exists)", Do: func(k *Kernel) (func() error, error) {
 		l, _, err := k.linkByName(name)
-		k.link = l
+		k.facts.Link = l
 		return nil, err
 	}}
 }
 
 func sysctlStep(key, value string) Step {
 	return Step{
-		Desc: fmt.Sprintf("sysctl %s = %s", key, value),
-		Do:   func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
+		Change: Change{Kind: SetSysctl, Object: key, Value: value},
+		Desc:   fmt.Sprintf("sysctl %s = %s", key, value),
+		Do:     func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
 	}
 }
 
@@ -198,8 +204,9 @@ func sysctlStep(key, value string) Step {
 func ipv6Only(s Step) Step {
 	do := s.Do
 	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Change.IfIPv6 = true
 	s.Do = func(k *Kernel) (func() error, error) {
-		if !k.ipv6 {
+		if !k.facts.IPv6 {
 			return nil, nil
 		}
 		return do(k)
@@ -212,7 +219,8 @@ func ipv6Only(s Step) Step {
 // expanded now, when the device exists.
 func harden(name string, opts Options) Step {
 	return Step{
-		Desc: fmt.Sprintf("harden: apply %s to all and %s", opts.HardeningConf, name),
+		Change: Change{Kind: Harden, Object: name, Value: opts.HardeningConf},
+		Desc:   fmt.Sprintf("harden: apply %s to all and %s", opts.HardeningConf, name),
 		Do: func(k *Kernel) (func() error, error) {
 			settings, err := sysctl.Hardening(opts.HardeningConf, opts.ProcSys, []string{"all", name})
 			if err != nil {
@@ -241,7 +249,8 @@ func harden(name string, opts Options) Step {
 // kernel cannot do it the run warns and goes on.
 func joinFlowtable(name string) Step {
 	return Step{
-		Desc: "nft add flowtable inet qubes-nat-accel qubes-accel { devices = { " + name + " and every other interface not listed } } (table created if absent: offload group 2 -> group 1)",
+		Change: Change{Kind: JoinFlowtable, Object: name},
+		Desc:   "nft add flowtable inet qubes-nat-accel qubes-accel { devices = { " + name + " and every other interface not listed } } (table created if absent: offload group 2 -> group 1)",
 		Do: func(k *Kernel) (func() error, error) {
 			undo, err := k.joinFlowtable(name)
 			if err != nil {
@@ -260,7 +269,8 @@ func joinFlowtable(name string) Step {
 // all is not asked.
 func purgeConntrack(addrs []netip.Addr) Step {
 	return Step{
-		Desc: fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
+		Change: Change{Kind: PurgeConntrack, Object: fmt.Sprint(addrs)},
+		Desc:   fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
 		Do: func(k *Kernel) (func() error, error) {
 			if count, err := sysctl.Read("net/netfilter/nf_conntrack_count"); err == nil && count == "0" {
 				return nil, nil
@@ -278,7 +288,8 @@ func purgeConntrack(addrs []netip.Addr) Step {
 
 func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 	s := Step{
-		Desc: fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, mac),
+		Change: Change{Kind: AddNeighbour, Object: name, Addr: a, Value: mac.String()},
+		Desc:   fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, mac),
 		Do: func(k *Kernel) (func() error, error) {
 			n := &netlink.Neigh{LinkIndex: k.index(), Family: family(a), State: netlink.NUD_PERMANENT, IP: a.AsSlice(), HardwareAddr: mac}
 			err := k.nl.NeighAdd(n)
@@ -310,7 +321,7 @@ func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 func (k *Kernel) neighbour(a netip.Addr) (*netlink.Neigh, error) {
 	list, err := k.nl.NeighList(k.index(), family(a))
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours of %s: %w", k.link.Attrs().Name, err)
+		return nil, fmt.Errorf("list neighbours of %s: %w", k.facts.Link.Attrs().Name, err)
 	}
 	for i := range list {
 		if ip, ok := netip.AddrFromSlice(list[i].IP); ok && ip.Unmap() == a {
@@ -321,8 +332,8 @@ func (k *Kernel) neighbour(a netip.Addr) (*netlink.Neigh, error) {
 }
 
 func delNeighbour(name string, a netip.Addr) Step {
-	return Step{Desc: fmt.Sprintf("ip neighbour del %s dev %s (if present)", a, name), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelNeighbour, Object: name, Addr: a}, Desc: fmt.Sprintf("ip neighbour del %s dev %s (if present)", a, name), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
 		err := k.nl.NeighDel(&netlink.Neigh{LinkIndex: k.index(), Family: family(a), IP: a.AsSlice()})
@@ -334,7 +345,7 @@ func delNeighbour(name string, a netip.Addr) Step {
 }
 
 func addElements(entries []antispoof.Entry) Step {
-	return Step{Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
+	return Step{Change: Change{Kind: AddElements, Object: describeAddrs(entries)}, Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
 		allowed, downstream, err := k.elementsWhere(entries, false)
 		if err != nil || len(allowed)+len(downstream) == 0 {
 			return nil, err
@@ -364,7 +375,7 @@ func removeElements(name string, entries []antispoof.Entry) Step {
 	if len(entries) > 0 {
 		desc = "nft delete element (those present): " + describeEntries(entries) + "; and flowtable device " + name + " (if listed), one transaction"
 	}
-	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+	return Step{Change: Change{Kind: RemoveElements, Object: name, Value: describeAddrs(entries)}, Desc: desc, Do: func(k *Kernel) (func() error, error) {
 		allowed, downstream, err := k.elementsWhere(entries, true)
 		if err != nil {
 			return nil, err
@@ -458,31 +469,31 @@ func describeAddrs(entries []antispoof.Entry) string {
 }
 
 func linkUp(name string) Step {
-	return Step{Desc: fmt.Sprintf("ip link set dev %s group 2 up", name), Do: func(k *Kernel) (func() error, error) {
-		attrs := k.link.Attrs()
+	return Step{Change: Change{Kind: LinkUp, Object: name, Value: "group 2"}, Desc: fmt.Sprintf("ip link set dev %s group 2 up", name), Do: func(k *Kernel) (func() error, error) {
+		attrs := k.facts.Link.Attrs()
 		oldGroup, wasUp := int(attrs.Group), attrs.Flags&unix.IFF_UP != 0
 		var undos undoStack
 		if oldGroup != 2 {
-			if err := k.nl.LinkSetGroup(k.link, 2); err != nil {
+			if err := k.nl.LinkSetGroup(k.facts.Link, 2); err != nil {
 				return nil, fmt.Errorf("set %s group 2: %w", name, err)
 			}
-			undos.push(func() error { return k.nl.LinkSetGroup(k.link, oldGroup) })
+			undos.push(func() error { return k.nl.LinkSetGroup(k.facts.Link, oldGroup) })
 		}
 		if !wasUp {
 			if err := k.checkpoint("before link up"); err != nil {
 				return undos.run, err
 			}
-			if err := k.nl.LinkSetUp(k.link); err != nil {
+			if err := k.nl.LinkSetUp(k.facts.Link); err != nil {
 				return undos.run, fmt.Errorf("set %s up: %w", name, err)
 			}
-			undos.push(func() error { return k.nl.LinkSetDown(k.link) })
+			undos.push(func() error { return k.nl.LinkSetDown(k.facts.Link) })
 		}
 		return undos.run, nil
 	}}
 }
 
 func addRoute(name string, a netip.Addr, metric int) Step {
-	s := Step{Desc: fmt.Sprintf("ip route add %s dev %s metric %d", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+	s := Step{Change: Change{Kind: AddRoute, Object: name, Addr: a, Value: fmt.Sprint(metric)}, Desc: fmt.Sprintf("ip route add %s dev %s metric %d", a, name, metric), Do: func(k *Kernel) (func() error, error) {
 		r := k.hostRoute(a, metric)
 		err := k.nl.RouteAdd(r)
 		if ignore(err, unix.EEXIST) {
@@ -504,8 +515,9 @@ func addRoute(name string, a netip.Addr, metric int) Step {
 func skipWithoutIPv6(s Step, a netip.Addr) Step {
 	do := s.Do
 	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Change.IfIPv6 = true
 	s.Do = func(k *Kernel) (func() error, error) {
-		if !k.ipv6 {
+		if !k.facts.IPv6 {
 			k.log.Error("cannot add IPv6 route: IPv6 is disabled on the vif", "addr", a)
 			return nil, nil
 		}
@@ -515,8 +527,8 @@ func skipWithoutIPv6(s Step, a netip.Addr) Step {
 }
 
 func delRoute(name string, a netip.Addr, metric int) Step {
-	return Step{Desc: fmt.Sprintf("ip route del %s dev %s metric %d (if present)", a, name, metric), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelRoute, Object: name, Addr: a, Value: fmt.Sprint(metric)}, Desc: fmt.Sprintf("ip route del %s dev %s metric %d (if present)", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
 		err := k.nl.RouteDel(k.hostRoute(a, metric))
@@ -530,15 +542,15 @@ func delRoute(name string, a netip.Addr, metric int) Step {
 func backAddr(a netip.Addr) *netlink.Addr { return &netlink.Addr{IPNet: hostPrefix(a)} }
 
 func addAddress(name string, a netip.Addr) Step {
-	s := Step{Desc: fmt.Sprintf("ip addr add %s/%d dev %s", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
-		err := k.nl.AddrAdd(k.link, backAddr(a))
+	s := Step{Change: Change{Kind: AddAddress, Object: name, Addr: a}, Desc: fmt.Sprintf("ip addr add %s/%d dev %s", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		err := k.nl.AddrAdd(k.facts.Link, backAddr(a))
 		if ignore(err, unix.EEXIST) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("add address %s/%d dev %s: %w", a, a.BitLen(), name, err)
 		}
-		return func() error { return k.nl.AddrDel(k.link, backAddr(a)) }, nil
+		return func() error { return k.nl.AddrDel(k.facts.Link, backAddr(a)) }, nil
 	}}
 	if a.Is6() {
 		return ipv6Only(s)
@@ -547,11 +559,11 @@ func addAddress(name string, a netip.Addr) Step {
 }
 
 func delAddress(name string, a netip.Addr) Step {
-	return Step{Desc: fmt.Sprintf("ip addr del %s/%d dev %s (if present)", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelAddress, Object: name, Addr: a}, Desc: fmt.Sprintf("ip addr del %s/%d dev %s (if present)", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
-		err := k.nl.AddrDel(k.link, backAddr(a))
+		err := k.nl.AddrDel(k.facts.Link, backAddr(a))
 		if err != nil && !ignore(err, unix.EADDRNOTAVAIL, unix.ENODEV) {
 			return nil, fmt.Errorf("delete address %s/%d dev %s: %w", a, a.BitLen(), name, err)
 		}
@@ -567,7 +579,8 @@ func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
 		addr = a.String()
 	}
 	s := Step{
-		Desc: fmt.Sprintf("run hooks in %s: %s %s %q %q", opts.HooksDir, command, in.Name, in.VifType, addr),
+		Change: Change{Kind: RunHooks, Object: in.Name, Addr: a, Value: command},
+		Desc:   fmt.Sprintf("run hooks in %s: %s %s %q %q", opts.HooksDir, command, in.Name, in.VifType, addr),
 		Do: func(k *Kernel) (func() error, error) {
 			hooks.Run(k.ctx, k.log, opts.HooksDir, hooks.Invocation{Command: command, Vif: in.Name, VifType: in.VifType, Addr: addr})
 			return nil, nil
@@ -575,8 +588,9 @@ func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
 	}
 	if command == "online" && a.Is6() {
 		do := s.Do
+		s.Change.IfIPv6 = true
 		s.Do = func(k *Kernel) (func() error, error) {
-			if !k.ipv6 {
+			if !k.facts.IPv6 {
 				return nil, nil
 			}
 			return do(k)

@@ -245,3 +245,33 @@ func FuzzParseAddrs(f *testing.F) {
 		}
 	})
 }
+
+// The plan is data: an offline of a NAT-less IPv4 vif is exactly these
+// changes, in this order.
+func TestPlanOfflineAsData(t *testing.T) {
+	xs := baseXS()
+	xs[xb+"/ip"] = "10.137.0.12"
+	src, _ := sources(xs, baseDB())
+	off := online("vif12.0")
+	off.Command, off.Action = "offline", hotplug.Offline
+	in, err := Gather(off, src, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("10.137.0.12")
+	metric := fmt.Sprint(hotplug.Metric(12))
+	want := []Change{
+		{Kind: RemoveElements, Object: "vif12.0", Value: "[10.137.0.12]"},
+		{Kind: PurgeConntrack, Object: "[10.137.0.12]"},
+		{Kind: FindLink, Object: "vif12.0"},
+		{Kind: DelNeighbour, Object: "vif12.0", Addr: a},
+		{Kind: DelRoute, Object: "vif12.0", Addr: a, Value: metric},
+		{Kind: RunHooks, Object: "vif12.0", Addr: a, Value: "offline"},
+		{Kind: DelAddress, Object: "vif12.0", Addr: netip.MustParseAddr("10.138.0.1")},
+		{Kind: DelAddress, Object: "vif12.0", Addr: netip.MustParseAddr("fd09:24ef:4179::a8a:1")},
+		{Kind: RemoveNAT, Object: "vif12.0-nat"},
+	}
+	if got := Changes(Plan(in, DefaultOptions())); !slices.Equal(got, want) {
+		t.Errorf("offline plan:\n%+v\nwant\n%+v", got, want)
+	}
+}
