@@ -1,0 +1,199 @@
+//go:build vmtest
+
+package vmtest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
+	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+)
+
+// hotplugRig is a sandbox network qube with client qubes and fake
+// XenStore and QubesDB daemons, in which the built bin/vif-route-qubes
+// runs as Xen runs it.
+type hotplugRig struct {
+	t       *testing.T
+	s       *sandbox.Sandbox
+	bin     string
+	dir     string
+	clients map[int]*sandbox.Client
+}
+
+func newHotplugRig(t *testing.T, domids ...int) *hotplugRig {
+	t.Helper()
+	bin, err := filepath.Abs("../bin/vif-route-qubes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("the built binary is missing (run make build): %v", err)
+	}
+	r := &hotplugRig{t: t, s: sandboxtest.New(t, sandbox.Options{}), bin: bin, dir: t.TempDir(), clients: map[int]*sandbox.Client{}}
+	qdb, err := qubesdbfake.Start(filepath.Join(r.dir, "qubesdb.sock"), map[string]string{
+		"/qubes-netvm-gateway":       sandbox.DefaultGateway,
+		"/qubes-netvm-primary-dns":   "10.139.1.1",
+		"/qubes-netvm-secondary-dns": "10.139.1.2",
+	})
+	if err != nil {
+		t.Fatalf("start fake QubesDB: %v", err)
+	}
+	t.Cleanup(func() { qdb.Close() })
+	xenstore := map[string]string{}
+	for _, domid := range domids {
+		r.clients[domid] = addClient(t, r.s, domid)
+		base := fmt.Sprintf("/local/domain/0/backend/vif/%d/0", domid)
+		xenstore[base+"/ip"] = r.clients[domid].Spec.IPv4
+		xenstore[base+"/mac"] = r.clients[domid].Spec.MAC
+		xenstore[base+"/type"] = "vif"
+	}
+	xs, err := xenstorefake.Start(filepath.Join(r.dir, "xenstore.sock"), xenstore)
+	if err != nil {
+		t.Fatalf("start fake XenStore: %v", err)
+	}
+	t.Cleanup(func() { xs.Close() })
+	return r
+}
+
+// hotplug runs `vif-route-qubes command` for the client's vif and fails
+// the test if it fails.
+func (r *hotplugRig) hotplug(command string, domid int) {
+	r.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", r.s.NetVM.Name, r.bin, "-v", command, "type_if=vif")
+	cmd.Env = append(os.Environ(),
+		"vif="+r.clients[domid].Vif,
+		fmt.Sprintf("XENBUS_PATH=/local/domain/0/backend/vif/%d/0", domid),
+		"XENSTORED_PATH="+filepath.Join(r.dir, "xenstore.sock"),
+		"QUBESDB_SOCKET="+filepath.Join(r.dir, "qubesdb.sock"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("vif-route-qubes %s for %s: %v\n%s", command, r.clients[domid].Vif, err, out)
+	}
+	r.t.Logf("vif-route-qubes %s for %s:\n%s", command, r.clients[domid].Vif, out)
+}
+
+// monitor is `nft monitor` running in the network qube.
+type monitor struct {
+	t      *testing.T
+	ns     *sandbox.NS
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	out    bytes.Buffer
+	marker int
+}
+
+func (m *monitor) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.Write(p)
+}
+
+func (m *monitor) text() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.String()
+}
+
+func startMonitor(t *testing.T, ns *sandbox.NS) *monitor {
+	t.Helper()
+	m := &monitor{t: t, ns: ns}
+	m.cmd = exec.Command("ip", "netns", "exec", ns.Name, "nft", "monitor")
+	m.cmd.Stdout, m.cmd.Stderr = m, m
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("start nft monitor: %v", err)
+	}
+	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait() })
+	m.mark() // subscribed once its own marker shows
+	return m
+}
+
+// mark adds a marker table and waits until the monitor has printed it:
+// every event before it has been printed too. It returns the monitor's
+// output since the previous mark.
+func (m *monitor) mark() string {
+	m.t.Helper()
+	start := len(m.text())
+	m.marker++
+	name := fmt.Sprintf("qnt-mark-%d", m.marker)
+	if out, err := m.ns.Exec("nft", "add", "table", "ip", name); err != nil {
+		m.t.Fatalf("nft add table %s: %v\n%s", name, err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(m.text()[start:], "add table ip "+name) {
+		if time.Now().After(deadline) {
+			m.t.Fatalf("nft monitor did not print marker %s; it printed:\n%s", name, m.text())
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	events := m.text()[start:]
+	return events[:strings.Index(events, "add table ip "+name)]
+}
+
+// generations counts the transactions among events.
+func generations(events string) int { return strings.Count(events, "# new generation") }
+
+func linesStarting(events, prefix string) []string {
+	var found []string
+	for _, l := range strings.Split(events, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
+// TestOnlineSendsOnlyAdditionsOfflineOneTransaction watches nftables with
+// `nft monitor` on the stock kernel, which has flowtables: the first
+// online (creating table inet qubes-nat-accel) and a second one (adding
+// its vif to the flowtable) make no delete event, so the kernel waits for
+// no RCU grace period; offline's deletions (set elements and the vif's
+// flowtable device) come in exactly one transaction.
+func TestOnlineSendsOnlyAdditionsOfflineOneTransaction(t *testing.T) {
+	r := newHotplugRig(t, 7, 8)
+	m := startMonitor(t, r.s.NetVM)
+
+	r.hotplug("online", 7)
+	first := m.mark()
+	// The second vif must be new to the flowtable: delete it (by hand,
+	// before watching) as a vif created after the first online would be.
+	if out, err := r.s.NetVM.Exec("nft", "delete", "flowtable", "inet", "qubes-nat-accel", "qubes-accel", "{", "devices", "=", "{", r.clients[8].Vif, "}", ";", "}"); err != nil {
+		t.Fatalf("take %s out of the flowtable: %v\n%s", r.clients[8].Vif, err, out)
+	}
+	m.mark()
+	r.hotplug("online", 8)
+	second := m.mark()
+	checkAccelTable(t, r.s.NetVM, "eth0", "lo", r.clients[7].Vif, r.clients[8].Vif)
+	r.hotplug("offline", 8)
+	offline := m.mark()
+	checkAccelTable(t, r.s.NetVM, "eth0", "lo", r.clients[7].Vif)
+
+	for _, run := range []struct{ name, events string }{{"first online", first}, {"second online", second}} {
+		t.Logf("%s, nft monitor:\n%s", run.name, run.events)
+		if d := linesStarting(run.events, "delete"); len(d) > 0 {
+			t.Errorf("%s made delete events:\n%s", run.name, strings.Join(d, "\n"))
+		}
+		if generations(run.events) == 0 || len(linesStarting(run.events, "add")) == 0 {
+			t.Errorf("%s: no transaction seen (is nft monitor printing generations?)", run.name)
+		}
+	}
+	if !strings.Contains(first, "add table inet qubes-nat-accel") || !strings.Contains(second, "qubes-accel") {
+		t.Errorf("the onlines did not create the table and extend the flowtable:\nfirst\n%s\nsecond\n%s", first, second)
+	}
+	t.Logf("offline, nft monitor:\n%s", offline)
+	if n := generations(offline); n != 1 {
+		t.Errorf("offline made %d transactions, want 1", n)
+	}
+	if len(linesStarting(offline, "delete element")) == 0 || len(linesStarting(offline, "delete flowtable")) == 0 {
+		t.Errorf("offline's transaction lacks the element or flowtable deletions:\n%s", offline)
+	}
+}
