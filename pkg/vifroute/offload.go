@@ -48,7 +48,14 @@ func (k *Kernel) joinFlowtable(name string) (func() error, error) {
 		if err := c.Batch(msgs); err != nil {
 			return nil, fmt.Errorf("add %v to flowtable %s of inet %s: %w", missing, flowoffload.FlowtableName, flowoffload.TableName, err)
 		}
-		return func() error { return k.leaveFlowtable(name) }, nil
+		return func() error {
+			unlock, err := flowoffload.Lock(k.opts.LockPath)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			return k.leaveFlowtable(name)
+		}, nil
 	}
 	if err := k.flowtableSupport.Supported(); err != nil {
 		return nil, err
@@ -67,7 +74,8 @@ func (k *Kernel) joinFlowtable(name string) (func() error, error) {
 	return func() error { return k.removeFlowtable(name, devs) }, nil
 }
 
-// leaveFlowtable takes name out of the flowtable if it lists it.
+// leaveFlowtable takes name out of the flowtable if it lists it; the
+// caller holds the lock.
 func (k *Kernel) leaveFlowtable(name string) error {
 	msgs, err := k.flowtableRemoval(name)
 	if err != nil || len(msgs) == 0 {
@@ -81,8 +89,8 @@ func (k *Kernel) leaveFlowtable(name string) error {
 }
 
 // flowtableRemoval returns the message taking name out of the flowtable,
-// or none when the flowtable (or the table) does not list it. A removal
-// commutes with other runs' additions, so it needs no lock.
+// or none when the flowtable (or the table) does not list it. The caller
+// holds the lock until the message is sent.
 func (k *Kernel) flowtableRemoval(name string) ([]netlink.Message, error) {
 	c, err := k.netfilter()
 	if err != nil {

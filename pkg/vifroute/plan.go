@@ -14,6 +14,7 @@ import (
 	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
 	"github.com/qubes-netvm/qnet/pkg/conntrack"
+	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
@@ -384,6 +385,13 @@ func removeElements(name string, entries []antispoof.Entry) Step {
 		if err != nil {
 			return nil, err
 		}
+		// Under the flowtable lock: an online reading the device list
+		// meanwhile could add the vif back after this removal.
+		unlock, err := flowoffload.Lock(k.opts.LockPath)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 		ft, err := k.flowtableRemoval(name)
 		if err != nil {
 			k.log.Warn("cannot read the flowtable, leaving it as it is", "err", err)
