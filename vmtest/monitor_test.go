@@ -5,6 +5,7 @@ package vmtest
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
@@ -95,7 +98,8 @@ type monitor struct {
 func (m *monitor) Write(p []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.out.Write(p)
+	_, err := m.out.Write(bytes.ReplaceAll(p, []byte("\r"), nil))
+	return len(p), err
 }
 
 func (m *monitor) text() string {
@@ -107,14 +111,48 @@ func (m *monitor) text() string {
 func startMonitor(t *testing.T, ns *sandbox.NS) *monitor {
 	t.Helper()
 	m := &monitor{t: t, ns: ns}
+	// nft buffers its output when it is not a terminal: give it one.
+	master, tty := openPTY(t)
 	m.cmd = exec.Command("ip", "netns", "exec", ns.Name, "nft", "monitor")
-	m.cmd.Stdout, m.cmd.Stderr = m, m
+	m.cmd.Stdout, m.cmd.Stderr = tty, tty
 	if err := m.cmd.Start(); err != nil {
 		t.Fatalf("start nft monitor: %v", err)
 	}
-	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait() })
+	tty.Close()
+	go io.Copy(m, master)
+	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait(); master.Close() })
 	m.mark() // subscribed once its own marker shows
 	return m
+}
+
+// openPTY returns a pseudo-terminal's master and its terminal, mounting
+// devpts first if the VM's /init did not.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
+		if err := os.MkdirAll("/dev/pts", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666"); err != nil {
+			t.Fatalf("mount devpts: %v", err)
+		}
+	}
+	master, err := os.OpenFile("/dev/pts/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open ptmx: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty %d: %v", n, err)
+	}
+	return master, tty
 }
 
 // mark adds a marker table and waits until the monitor has printed it:
@@ -139,8 +177,17 @@ func (m *monitor) mark() string {
 	return events[:strings.Index(events, "add table ip "+name)]
 }
 
-// generations counts the transactions among events.
-func generations(events string) int { return strings.Count(events, "# new generation") }
+// generations counts the transactions among events that nft itself (the
+// markers, the test's own changes) did not make.
+func generations(events string) int {
+	n := 0
+	for _, l := range linesStarting(events, "# new generation") {
+		if !strings.HasSuffix(strings.TrimSpace(l), "(nft)") {
+			n++
+		}
+	}
+	return n
+}
 
 func linesStarting(events, prefix string) []string {
 	var found []string

@@ -10,8 +10,10 @@
 // a count-based reader stops early and never reads the last message's
 // error, reporting a rejected batch as applied (google/nftables issue
 // #329). Waiting here for the acknowledgement of each sequence number,
-// errors included, is the one workaround for that in this module; callers
-// need no read-back to know a batch was applied.
+// errors included, and then replacing the socket (so that the duplicate
+// cannot be read as the reply to the next request) is the one workaround
+// for that in this module; callers need no read-back to know a batch was
+// applied.
 package nfnl
 
 import (
@@ -184,7 +186,10 @@ func (c *Conn) Batch(msgs []netlink.Message) error {
 			delete(pending, r.Header.Sequence)
 		}
 	}
-	return nil
+	// After a module autoload the kernel can still send a duplicate
+	// acknowledgement (#329): on a fresh socket it cannot be taken for the
+	// reply to the next request.
+	return c.redial()
 }
 
 func (c *Conn) redial() error {

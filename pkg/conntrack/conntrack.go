@@ -10,7 +10,7 @@
 // and dumps the whole family; every entry returned is therefore checked
 // here too, which makes that the fallback for older kernels.
 //
-// IPv6 addresses get a dump of the IPv6 family only, filtered here: the
+// The IPv6 addresses get one dump of the IPv6 family, filtered here: the
 // kernel's IPv6 tuple filter is inverted (ctnetlink_filter_match_tuple
 // skips the entries whose address EQUALS the filter's; seen on 6.18), so
 // a filtered IPv6 dump would return everything but the client's entries.
@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -63,20 +65,84 @@ type Conn interface {
 	Each(msgs []netlink.Message) ([]error, error)
 }
 
-// Purge deletes every entry whose original source or destination is one
-// of addrs and returns how many it deleted.
-func Purge(c Conn, addrs []netip.Addr) (int, error) {
-	deleted := 0
+// query is one dump and the entries of it to delete.
+type query struct {
+	what  string // for errors: "original source 10.137.0.5"
+	req   netlink.Message
+	match func(src, dst netip.Addr) bool
+}
+
+// queries returns, for each IPv4 address, a dump filtered on its original
+// source and one on its original destination, and for all the IPv6
+// addresses one dump of the family (see the package doc).
+func queries(addrs []netip.Addr) ([]query, error) {
+	var qs []query
+	var v6 []netip.Addr
 	for _, a := range addrs {
+		if a.Is6() {
+			v6 = append(v6, a)
+			continue
+		}
 		for _, dir := range []direction{source, destination} {
-			n, err := purgeOne(c, a, dir)
-			deleted += n
+			req, err := filteredDump(a, dir)
 			if err != nil {
-				return deleted, fmt.Errorf("purge conntrack entries with original %s %s: %w", dir, a, err)
+				return nil, err
 			}
+			qs = append(qs, query{
+				what: fmt.Sprintf("original %s %s", dir, a),
+				req:  req,
+				match: func(src, dst netip.Addr) bool {
+					if dir == source {
+						return src == a
+					}
+					return dst == a
+				},
+			})
 		}
 	}
-	return deleted, nil
+	if len(v6) > 0 {
+		qs = append(qs, query{
+			what: fmt.Sprintf("original source or destination %v", v6),
+			req:  nfnl.Request(nfnl.SubsysCtnetlink, msgGet, unix.AF_INET6, 0, nil),
+			match: func(src, dst netip.Addr) bool {
+				return slices.Contains(v6, src) || slices.Contains(v6, dst)
+			},
+		})
+	}
+	return qs, nil
+}
+
+// Purge deletes every entry whose original source or destination is one
+// of addrs and returns how many it deleted. Its dumps run at the same
+// time, one per connection given (all open in the namespace to purge):
+// each one walks the kernel's whole hash table, so two connections on two
+// CPUs halve the wait.
+func Purge(conns []Conn, addrs []netip.Addr) (int, error) {
+	qs, err := queries(addrs)
+	if err != nil {
+		return 0, err
+	}
+	deleted := make([]int, len(qs))
+	errs := make([]error, len(qs))
+	var wg sync.WaitGroup
+	for w, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(qs); i += len(conns) {
+				deleted[i], errs[i] = run(c, qs[i])
+				if errs[i] != nil {
+					errs[i] = fmt.Errorf("purge conntrack entries with %s: %w", qs[i].what, errs[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, n := range deleted {
+		total += n
+	}
+	return total, errors.Join(errs...)
 }
 
 type direction int
@@ -93,13 +159,6 @@ func (d direction) String() string {
 	return "destination"
 }
 
-func family(a netip.Addr) uint8 {
-	if a.Is4() {
-		return unix.AF_INET
-	}
-	return unix.AF_INET6
-}
-
 func addrAttr(a netip.Addr, dir direction) uint16 {
 	switch {
 	case a.Is4() && dir == source:
@@ -112,11 +171,8 @@ func addrAttr(a netip.Addr, dir direction) uint16 {
 	return attrV6Dst
 }
 
-// dumpRequest is `conntrack -L -s|-d addr` as a kernel-side filter.
-func dumpRequest(a netip.Addr, dir direction) (netlink.Message, error) {
-	if a.Is6() {
-		return nfnl.Request(nfnl.SubsysCtnetlink, msgGet, family(a), 0, nil), nil
-	}
+// filteredDump is `conntrack -L -s|-d addr` (IPv4) as a kernel-side filter.
+func filteredDump(a netip.Addr, dir direction) (netlink.Message, error) {
 	flag := uint32(filterIPSrc)
 	if dir == destination {
 		flag = filterIPDst
@@ -138,21 +194,19 @@ func dumpRequest(a netip.Addr, dir direction) (netlink.Message, error) {
 	if err != nil {
 		return netlink.Message{}, err
 	}
-	return nfnl.Request(nfnl.SubsysCtnetlink, msgGet, family(a), 0, attrs), nil
+	return nfnl.Request(nfnl.SubsysCtnetlink, msgGet, unix.AF_INET, 0, attrs), nil
 }
 
-func purgeOne(c Conn, a netip.Addr, dir direction) (int, error) {
-	req, err := dumpRequest(a, dir)
-	if err != nil {
-		return 0, err
-	}
+// run dumps, deletes the matching entries, and dumps again while the
+// kernel flags the dump as interrupted (at most MaxAttempts dumps).
+func run(c Conn, q query) (int, error) {
 	deleted := 0
 	for attempt := 1; ; attempt++ {
-		entries, dumpErr := c.Dump(req)
+		entries, dumpErr := c.Dump(q.req)
 		if dumpErr != nil && !errors.Is(dumpErr, nfnl.ErrDumpInterrupted) {
 			return deleted, dumpErr
 		}
-		dels, err := deletions(entries, a, dir)
+		dels, err := deletions(entries, q.match, q.req.Data[0])
 		if err != nil {
 			return deleted, err
 		}
@@ -180,14 +234,14 @@ func purgeOne(c Conn, a netip.Addr, dir direction) (int, error) {
 
 // deletions returns a delete request for each dumped entry that matches
 // (all of them on a kernel that filtered the dump).
-func deletions(entries [][]byte, a netip.Addr, dir direction) ([]netlink.Message, error) {
+func deletions(entries [][]byte, match func(src, dst netip.Addr) bool, family uint8) ([]netlink.Message, error) {
 	var msgs []netlink.Message
 	for _, e := range entries {
-		tuple, zone, match, err := parseEntry(e, a, dir)
+		tuple, zone, src, dst, err := parseEntry(e)
 		if err != nil {
 			return nil, fmt.Errorf("decode conntrack entry: %w", err)
 		}
-		if !match {
+		if !match(src, dst) {
 			continue
 		}
 		attrs, err := nfnl.Encode(func(ae *netlink.AttributeEncoder) {
@@ -199,60 +253,59 @@ func deletions(entries [][]byte, a netip.Addr, dir direction) ([]netlink.Message
 		if err != nil {
 			return nil, err
 		}
-		msgs = append(msgs, nfnl.Request(nfnl.SubsysCtnetlink, msgDelete, family(a), 0, attrs))
+		msgs = append(msgs, nfnl.Request(nfnl.SubsysCtnetlink, msgDelete, family, 0, attrs))
 	}
 	return msgs, nil
 }
 
 // parseEntry returns the entry's original tuple and zone as the kernel
-// sent them, and whether the tuple's address in direction dir is a.
-func parseEntry(b []byte, a netip.Addr, dir direction) (tuple, zone []byte, match bool, err error) {
+// sent them, and the tuple's source and destination addresses.
+func parseEntry(b []byte) (tuple, zone []byte, src, dst netip.Addr, err error) {
 	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, src, dst, err
 	}
 	for ad.Next() {
 		switch ad.Type() {
 		case attrTupleOrig:
 			tuple = ad.Bytes()
-			match, err = tupleHas(tuple, a, dir)
-			if err != nil {
-				return nil, nil, false, err
-			}
 		case attrZone:
 			zone = ad.Bytes()
 		}
 	}
 	if err := ad.Err(); err != nil {
-		return nil, nil, false, err
+		return nil, nil, src, dst, err
 	}
 	if tuple == nil {
-		return nil, nil, false, errors.New("no original tuple")
+		return nil, nil, src, dst, errors.New("no original tuple")
 	}
-	return tuple, zone, match, nil
+	src, dst, err = tupleAddrs(tuple)
+	return tuple, zone, src, dst, err
 }
 
-func tupleHas(tuple []byte, a netip.Addr, dir direction) (bool, error) {
+func tupleAddrs(tuple []byte) (src, dst netip.Addr, err error) {
 	ad, err := netlink.NewAttributeDecoder(tuple)
 	if err != nil {
-		return false, err
+		return src, dst, err
 	}
-	match := false
 	for ad.Next() {
 		if ad.Type() != attrTupleIP {
 			continue
 		}
 		ad.Nested(func(ip *netlink.AttributeDecoder) error {
 			for ip.Next() {
-				if ip.Type() == addrAttr(a, dir) {
-					got, ok := netip.AddrFromSlice(ip.Bytes())
-					match = ok && got == a
+				a, _ := netip.AddrFromSlice(ip.Bytes())
+				switch ip.Type() {
+				case attrV4Src, attrV6Src:
+					src = a
+				case attrV4Dst, attrV6Dst:
+					dst = a
 				}
 			}
 			return nil
 		})
 	}
-	return match, ad.Err()
+	return src, dst, ad.Err()
 }
 
 func nativeUint32(v uint32) []byte {

@@ -101,12 +101,16 @@ func TestPurgeRealFlows(t *testing.T) {
 
 	var deleted int
 	err = s.NetVM.Do(func() error {
-		c, err := nfnl.Dial(0)
-		if err != nil {
-			return err
+		var conns []conntrack.Conn
+		for range 2 {
+			c, err := nfnl.Dial(0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			conns = append(conns, c)
 		}
-		defer c.Close()
-		deleted, err = conntrack.Purge(c, []netip.Addr{netip.MustParseAddr(sandbox.InternetHost), netip.MustParseAddr(sandbox.InternetHost6)})
+		deleted, err = conntrack.Purge(conns, []netip.Addr{netip.MustParseAddr(sandbox.InternetHost), netip.MustParseAddr(sandbox.InternetHost6)})
 		return err
 	})
 	if err != nil {

@@ -52,14 +52,18 @@ func (f *fakeConn) Each(msgs []netlink.Message) ([]error, error) {
 // attempt is interrupted.
 func TestInterruptedDumpIsRetried(t *testing.T) {
 	a := netip.MustParseAddr("10.137.0.9")
+	qs, err := queries([]netip.Addr{a})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := &fakeConn{addr: a, interrupts: 2}
-	n, err := purgeOne(f, a, source)
+	n, err := run(f, qs[0])
 	if err != nil || f.dumps != 3 || n != 3 {
 		t.Errorf("purgeOne = %d, %v after %d dumps; want 3 deletions after 3 dumps", n, err, f.dumps)
 	}
 
 	f = &fakeConn{addr: a, interrupts: MaxAttempts}
-	_, err = purgeOne(f, a, source)
+	_, err = run(f, qs[0])
 	if !errors.Is(err, nfnl.ErrDumpInterrupted) || !strings.Contains(err.Error(), "5 attempts") || f.dumps != MaxAttempts {
 		t.Errorf("always interrupted: %v after %d dumps", err, f.dumps)
 	}

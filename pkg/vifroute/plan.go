@@ -280,7 +280,14 @@ func purgeConntrack(addrs []netip.Addr) Step {
 			if err != nil {
 				return nil, err
 			}
-			n, err := conntrack.Purge(c, addrs)
+			// A second socket lets the two hash-table walks of an IPv4
+			// address run at once.
+			second, err := nfnl.Dial(0)
+			if err != nil {
+				return nil, err
+			}
+			defer second.Close()
+			n, err := conntrack.Purge([]conntrack.Conn{c, second}, addrs)
 			k.log.Debug("conntrack purged", "entries", n)
 			return nil, err
 		},
