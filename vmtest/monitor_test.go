@@ -121,8 +121,17 @@ func startMonitor(t *testing.T, ns *sandbox.NS) *monitor {
 	tty.Close()
 	go io.Copy(m, master)
 	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait(); master.Close() })
-	m.mark() // subscribed once its own marker shows
-	return m
+	// The monitor has subscribed once a marker made after its start shows;
+	// markers made before that are never printed, so keep making them.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, ok := m.tryMark(500 * time.Millisecond); ok {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nft monitor printed no marker within 30s; it printed:\n%s", m.text())
+		}
+	}
 }
 
 // openPTY returns a pseudo-terminal's master and its terminal, mounting
@@ -160,21 +169,31 @@ func openPTY(t *testing.T) (master, tty *os.File) {
 // output since the previous mark.
 func (m *monitor) mark() string {
 	m.t.Helper()
+	events, ok := m.tryMark(10 * time.Second)
+	if !ok {
+		m.t.Fatalf("nft monitor did not print marker %d; it printed:\n%s", m.marker, m.text())
+	}
+	return events
+}
+
+func (m *monitor) tryMark(wait time.Duration) (string, bool) {
+	m.t.Helper()
 	start := len(m.text())
 	m.marker++
 	name := fmt.Sprintf("qnt-mark-%d", m.marker)
 	if out, err := m.ns.Exec("nft", "add", "table", "ip", name); err != nil {
 		m.t.Fatalf("nft add table %s: %v\n%s", name, err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(m.text()[start:], "add table ip "+name) {
+	line := "add table ip " + name + "\n"
+	deadline := time.Now().Add(wait)
+	for !strings.Contains(m.text()[start:], line) {
 		if time.Now().After(deadline) {
-			m.t.Fatalf("nft monitor did not print marker %s; it printed:\n%s", name, m.text())
+			return "", false
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 	events := m.text()[start:]
-	return events[:strings.Index(events, "add table ip "+name)]
+	return events[:strings.Index(events, line)], true
 }
 
 // generations counts the transactions among events that nft itself (the
