@@ -93,6 +93,7 @@ type monitor struct {
 	mu     sync.Mutex
 	out    bytes.Buffer
 	marker int
+	pos    int // in out, just after the last marker seen
 }
 
 func (m *monitor) Write(p []byte) (int, error) {
@@ -178,7 +179,7 @@ func (m *monitor) mark() string {
 
 func (m *monitor) tryMark(wait time.Duration) (string, bool) {
 	m.t.Helper()
-	start := len(m.text())
+	start := m.pos
 	m.marker++
 	name := fmt.Sprintf("qnt-mark-%d", m.marker)
 	if out, err := m.ns.Exec("nft", "add", "table", "ip", name); err != nil {
@@ -193,7 +194,9 @@ func (m *monitor) tryMark(wait time.Duration) (string, bool) {
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 	events := m.text()[start:]
-	return events[:strings.Index(events, line)], true
+	end := strings.Index(events, line)
+	m.pos = start + end + len(line)
+	return events[:end], true
 }
 
 // generations counts the transactions among events that nft itself (the
@@ -223,7 +226,8 @@ func linesStarting(events, prefix string) []string {
 // online (creating table inet qubes-nat-accel) and a second one (adding
 // its vif to the flowtable) make no delete event, so the kernel waits for
 // no RCU grace period; offline's deletions (set elements and the vif's
-// flowtable device) come in exactly one transaction.
+// flowtable device, which `nft list` shows gone) come in exactly one
+// transaction.
 func TestOnlineSendsOnlyAdditionsOfflineOneTransaction(t *testing.T) {
 	r := newHotplugRig(t, 7, 8)
 	m := startMonitor(t, r.s.NetVM)
@@ -252,14 +256,21 @@ func TestOnlineSendsOnlyAdditionsOfflineOneTransaction(t *testing.T) {
 			t.Errorf("%s: no transaction seen (is nft monitor printing generations?)", run.name)
 		}
 	}
-	if !strings.Contains(first, "add table inet qubes-nat-accel") || !strings.Contains(second, "qubes-accel") {
-		t.Errorf("the onlines did not create the table and extend the flowtable:\nfirst\n%s\nsecond\n%s", first, second)
+	// nft 1.0.6 prints no flowtable events, so the flowtable's changes
+	// show as transactions of their own without lines; the device lists
+	// are checked above. The old table replacement would print "delete
+	// table inet qubes-nat-accel".
+	if !strings.Contains(first, "add table inet qubes-nat-accel") {
+		t.Errorf("the first online did not create the table:\n%s", first)
+	}
+	if n := generations(second); n != 2 {
+		t.Errorf("second online made %d transactions, want 2 (elements, flowtable device)", n)
 	}
 	t.Logf("offline, nft monitor:\n%s", offline)
 	if n := generations(offline); n != 1 {
 		t.Errorf("offline made %d transactions, want 1", n)
 	}
-	if len(linesStarting(offline, "delete element")) == 0 || len(linesStarting(offline, "delete flowtable")) == 0 {
-		t.Errorf("offline's transaction lacks the element or flowtable deletions:\n%s", offline)
+	if len(linesStarting(offline, "delete element")) != 2 {
+		t.Errorf("offline's transaction lacks the element deletions:\n%s", offline)
 	}
 }
