@@ -32,6 +32,11 @@ func (k *Kernel) joinFlowtable(name string) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !found {
+		if err := k.flowtableSupport.Supported(); err != nil {
+			return nil, err
+		}
+	}
 	devs, err := flowoffload.Devices(filepath.Join(k.opts.ProcSys, "net/ipv4/conf"), "")
 	if err != nil {
 		return nil, err
@@ -56,9 +61,6 @@ func (k *Kernel) joinFlowtable(name string) (func() error, error) {
 			defer unlock()
 			return k.leaveFlowtable(name)
 		}, nil
-	}
-	if err := k.flowtableSupport.Supported(); err != nil {
-		return nil, err
 	}
 	exists, err := flowoffload.TableExists(c)
 	if err != nil {
