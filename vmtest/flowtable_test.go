@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,12 +15,10 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/flowoffload"
-	"github.com/qubes-netvm/qnet/pkg/nftverify"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
 	"github.com/qubes-netvm/qnet/pkg/sandbox"
 	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
 )
 
 // The rules of the offload chain as `nft -j` prints their expressions,
@@ -59,14 +54,16 @@ func TestFlowtableOffloadsClientTCP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer h.Close()
-		c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+		msgs, err := nfnl.Queued(func(q *nftables.Conn) error { return flowoffload.Queue(q, devs, true) })
 		if err != nil {
-			t.Fatalf("nftables connection: %v", err)
-		}
-		if err := flowoffload.Queue(c, devs); err != nil {
 			t.Fatal(err)
 		}
-		if err := nftverify.Flush(c, func() error { return accelTablePresent(c, devs) }); err != nil {
+		c, err := nfnl.Dial(int(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Batch(msgs); err != nil {
 			t.Fatalf("build the offload table over %v: %v", devs, err)
 		}
 	}
@@ -84,67 +81,19 @@ func TestFlowtableOffloadsClientTCP(t *testing.T) {
 
 // TestVifRouteQubesRebuildsFlowtable runs the built bin/vif-route-qubes as
 // Xen runs it, against fake XenStore and QubesDB daemons, and checks that
-// every online and offline rebuilds the offload table with the right
+// every online and offline leaves the offload table with the right
 // devices, and that client TCP traffic is offloaded.
 func TestVifRouteQubesRebuildsFlowtable(t *testing.T) {
-	bin, err := filepath.Abs("../bin/vif-route-qubes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("the built binary is missing (run make build): %v", err)
-	}
-	s := sandboxtest.New(t, sandbox.Options{})
-	dir := t.TempDir()
-	xenstore := map[string]string{}
-	qdb, err := qubesdbfake.Start(filepath.Join(dir, "qubesdb.sock"), map[string]string{
-		"/qubes-netvm-gateway":       sandbox.DefaultGateway,
-		"/qubes-netvm-primary-dns":   "10.139.1.1",
-		"/qubes-netvm-secondary-dns": "10.139.1.2",
-	})
-	if err != nil {
-		t.Fatalf("start fake QubesDB: %v", err)
-	}
-	t.Cleanup(func() { qdb.Close() })
-
-	clients := map[int]*sandbox.Client{}
-	for _, domid := range []int{5, 6} {
-		clients[domid] = addClient(t, s, domid)
-		base := fmt.Sprintf("/local/domain/0/backend/vif/%d/0", domid)
-		xenstore[base+"/ip"] = clients[domid].Spec.IPv4
-		xenstore[base+"/mac"] = clients[domid].Spec.MAC
-		xenstore[base+"/type"] = "vif"
-	}
-	xs, err := xenstorefake.Start(filepath.Join(dir, "xenstore.sock"), xenstore)
-	if err != nil {
-		t.Fatalf("start fake XenStore: %v", err)
-	}
-	t.Cleanup(func() { xs.Close() })
-
-	hotplug := func(command string, domid int) {
-		t.Helper()
-		cmd := exec.Command("ip", "netns", "exec", s.NetVM.Name, bin, "-v", command, "type_if=vif")
-		cmd.Env = append(os.Environ(),
-			"vif="+clients[domid].Vif,
-			fmt.Sprintf("XENBUS_PATH=/local/domain/0/backend/vif/%d/0", domid),
-			"XENSTORED_PATH="+filepath.Join(dir, "xenstore.sock"),
-			"QUBESDB_SOCKET="+filepath.Join(dir, "qubesdb.sock"))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("vif-route-qubes %s for %s: %v\n%s", command, clients[domid].Vif, err, out)
-		}
-		t.Logf("vif-route-qubes %s for %s:\n%s", command, clients[domid].Vif, out)
-	}
-
+	r := newHotplugRig(t, 5, 6)
 	// Like upstream, the flowtable covers every interface present, online
 	// or not: vif6.0 exists already.
-	hotplug("online", 5)
-	checkAccelTable(t, s.NetVM, "eth0", "lo", "vif5.0", "vif6.0")
-	requireOffloadedTCP(t, s, clients[5])
-	hotplug("online", 6)
-	checkAccelTable(t, s.NetVM, "eth0", "lo", "vif5.0", "vif6.0")
-	hotplug("offline", 6)
-	checkAccelTable(t, s.NetVM, "eth0", "lo", "vif5.0")
+	r.hotplug("online", 5)
+	checkAccelTable(t, r.s.NetVM, "eth0", "lo", "vif5.0", "vif6.0")
+	requireOffloadedTCP(t, r.s, r.clients[5])
+	r.hotplug("online", 6)
+	checkAccelTable(t, r.s.NetVM, "eth0", "lo", "vif5.0", "vif6.0")
+	r.hotplug("offline", 6)
+	checkAccelTable(t, r.s.NetVM, "eth0", "lo", "vif5.0")
 }
 
 // addClient adds client qube domid with address 10.137.0.<domid>.
@@ -174,30 +123,6 @@ func configureVifByHand(t *testing.T, s *sandbox.Sandbox, c *sandbox.Client) {
 			t.Fatalf("%s: %v\n%s", strings.Join(step, " "), err, out)
 		}
 	}
-}
-
-// accelTablePresent reads back, with the library, the offload table's
-// flowtable and fails unless it covers exactly devs: the check nftverify
-// runs after each rebuild.
-func accelTablePresent(c *nftables.Conn, devs []string) error {
-	table, err := c.ListTableOfFamily(flowoffload.TableName, nftables.TableFamilyINet)
-	if err != nil {
-		return fmt.Errorf("look up table inet %s: %w", flowoffload.TableName, err)
-	}
-	fts, err := c.ListFlowtables(table)
-	if err != nil {
-		return fmt.Errorf("list flowtables of inet %s: %w", flowoffload.TableName, err)
-	}
-	for _, ft := range fts {
-		if ft.Name == flowoffload.FlowtableName {
-			got := slices.Sorted(slices.Values(ft.Devices))
-			if !slices.Equal(got, devs) {
-				return fmt.Errorf("flowtable %s covers %v, want %v", ft.Name, got, devs)
-			}
-			return nil
-		}
-	}
-	return fmt.Errorf("no flowtable %s in inet %s", flowoffload.FlowtableName, flowoffload.TableName)
 }
 
 // checkAccelTable checks with `nft -j` that table inet qubes-nat-accel holds

@@ -6,13 +6,14 @@
 package antispoof
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 )
 
 // Table is the name of the base ruleset's tables (one per family).
@@ -95,20 +96,15 @@ func Check(c *nftables.Conn, entries []Entry) error {
 // Present reports which of the entry's two elements exist, asking the kernel
 // for exactly these keys rather than dumping sets that grow with the number
 // of client qubes.
-func Present(e Entry) (allowed, downstream bool, err error) {
+func Present(c *nfnl.Conn, e Entry) (allowed, downstream bool, err error) {
 	key, err := e.allowedKey()
 	if err != nil {
 		return false, false, err
 	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return false, false, fmt.Errorf("netfilter netlink socket: %w", err)
-	}
-	defer conn.Close()
-	if allowed, err = hasElement(conn, e.tableFamily(), AllowedSet, key); err != nil {
+	if allowed, err = hasElement(c, e.tableFamily(), AllowedSet, key); err != nil {
 		return false, false, fmt.Errorf("look up %s in set %s %s %s: %w", e.AllowedElement(), e.Family(), Table, AllowedSet, err)
 	}
-	if downstream, err = hasElement(conn, e.tableFamily(), DownstreamSet, e.Addr.AsSlice()); err != nil {
+	if downstream, err = hasElement(c, e.tableFamily(), DownstreamSet, e.Addr.AsSlice()); err != nil {
 		return false, false, fmt.Errorf("look up %s in set %s %s %s: %w", e.Addr, e.Family(), Table, DownstreamSet, err)
 	}
 	return allowed, downstream, nil
@@ -116,42 +112,26 @@ func Present(e Entry) (allowed, downstream bool, err error) {
 
 // hasElement sends a non-dump NFT_MSG_GETSETELEM for one key (what
 // `nft get element` does): the kernel answers with the element or ENOENT.
-func hasElement(conn *netlink.Conn, fam nftables.TableFamily, setName string, key []byte) (bool, error) {
-	keyAttr, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
-	if err != nil {
-		return false, err
-	}
-	elem, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NLA_F_NESTED | unix.NFTA_SET_ELEM_KEY, Data: keyAttr}})
-	if err != nil {
-		return false, err
-	}
-	list, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NLA_F_NESTED | unix.NFTA_LIST_ELEM, Data: elem}})
-	if err != nil {
-		return false, err
-	}
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: []byte(Table + "\x00")},
-		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: []byte(setName + "\x00")},
-		{Type: unix.NLA_F_NESTED | unix.NFTA_SET_ELEM_LIST_ELEMENTS, Data: list},
+func hasElement(c *nfnl.Conn, fam nftables.TableFamily, setName string, key []byte) (bool, error) {
+	attrs, err := nfnl.Encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, Table)
+		ae.String(unix.NFTA_SET_ELEM_LIST_SET, setName)
+		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(list *netlink.AttributeEncoder) error {
+			list.Nested(unix.NFTA_LIST_ELEM, func(elem *netlink.AttributeEncoder) error {
+				elem.Nested(unix.NFTA_SET_ELEM_KEY, func(k *netlink.AttributeEncoder) error {
+					k.Bytes(unix.NFTA_DATA_VALUE, key)
+					return nil
+				})
+				return nil
+			})
+			return nil
+		})
 	})
 	if err != nil {
 		return false, err
 	}
-	msg := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETSETELEM),
-			Flags: netlink.Request,
-		},
-		Data: append([]byte{byte(fam), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}
-	_, err = conn.Execute(msg)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, unix.ENOENT):
-		return false, nil
-	}
-	return false, err
+	_, found, err := c.Get(nfnl.Request(nfnl.SubsysNftables, unix.NFT_MSG_GETSETELEM, byte(fam), 0, attrs))
+	return found, err
 }
 
 // Add queues the elements of the given entries (allowed and downstream) in

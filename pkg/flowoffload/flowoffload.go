@@ -3,14 +3,15 @@
 // chain that offloads established TCP and UDP flows from client qubes
 // (link group 2) to the uplink (group 1), bypassing the slow path.
 //
-// The table is shared by all vifs and its device list changes as vifs come
-// and go, so it is rebuilt whole, atomically, under a file lock that
-// serialises concurrent hotplug runs.
+// The table is shared by all vifs. It is created once, when absent; after
+// that a vif coming online is added to the flowtable's device list (an
+// addition: the kernel waits for no RCU grace period) and a vif going
+// away is taken out of it, under a file lock that serialises concurrent
+// hotplug runs so that the list stays exactly the interfaces present.
 package flowoffload
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -19,6 +20,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 )
 
 // Names of the table, flowtable and chain (the flowtable and the chain share
@@ -65,14 +68,17 @@ func plainName(s string) bool {
 	return s != ""
 }
 
-// Queue adds to c's batch the replacement of the whole table: create it if
-// missing, delete it, and create it again with the flowtable over devs and
-// the offload chain. The kernel applies the batch atomically, so readers
-// never see the table missing, and a failure leaves the old table intact.
-func Queue(c *nftables.Conn, devs []string) error {
+// Queue adds to c's batch the creation of the whole table: the flowtable
+// over devs and the offload chain. With replace set the table is first
+// created if missing and deleted, so that an existing one (without the
+// flowtable, or from someone else) is replaced atomically; without it the
+// batch holds additions only, for a table that does not exist yet.
+func Queue(c *nftables.Conn, devs []string, replace bool) error {
 	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	c.AddTable(table)
-	c.DelTable(table)
+	if replace {
+		c.AddTable(table)
+		c.DelTable(table)
+	}
 	c.AddTable(table)
 	c.AddFlowtable(&nftables.Flowtable{
 		Table:    table,
@@ -149,7 +155,7 @@ func Lock(path string) (unlock func(), err error) {
 // false when the table or its flowtable does not exist). It asks for the
 // one flowtable by name: google/nftables v0.3.0's dump-based listing does
 // not read these back reliably.
-func Installed() (devs []string, found bool, err error) {
+func Installed(c *nfnl.Conn) (devs []string, found bool, err error) {
 	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
 		{Type: nftables.NFTA_FLOWTABLE_TABLE, Data: []byte(TableName + "\x00")},
 		{Type: nftables.NFTA_FLOWTABLE_NAME, Data: []byte(FlowtableName + "\x00")},
@@ -157,29 +163,15 @@ func Installed() (devs []string, found bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, false, fmt.Errorf("netfilter netlink socket: %w", err)
-	}
-	defer conn.Close()
-	replies, err := conn.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | nftables.NFT_MSG_GETFLOWTABLE),
-			Flags: netlink.Request,
-		},
-		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if errors.Is(err, unix.ENOENT) {
-		return nil, false, nil
-	}
+	replies, found, err := c.Get(nfnl.Request(nfnl.SubsysNftables, nftables.NFT_MSG_GETFLOWTABLE, unix.NFPROTO_INET, 0, attrs))
 	if err != nil {
 		return nil, false, fmt.Errorf("read flowtable %s of inet %s: %w", FlowtableName, TableName, err)
 	}
+	if !found {
+		return nil, false, nil
+	}
 	for _, m := range replies {
-		if len(m.Data) < 4 {
-			continue
-		}
-		devs, err := parseDevices(m.Data[4:])
+		devs, err := parseDevices(m)
 		if err != nil {
 			return nil, false, fmt.Errorf("decode flowtable %s: %w", FlowtableName, err)
 		}
@@ -187,6 +179,58 @@ func Installed() (devs []string, found bool, err error) {
 		return devs, true, nil
 	}
 	return nil, false, fmt.Errorf("read flowtable %s of inet %s: empty reply", FlowtableName, TableName)
+}
+
+// TableExists reports whether table inet qubes-nat-accel exists.
+func TableExists(c *nfnl.Conn) (bool, error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_TABLE_NAME, Data: []byte(TableName + "\x00")}})
+	if err != nil {
+		return false, err
+	}
+	_, found, err := c.Get(nfnl.Request(nfnl.SubsysNftables, unix.NFT_MSG_GETTABLE, unix.NFPROTO_INET, 0, attrs))
+	if err != nil {
+		return false, fmt.Errorf("read table inet %s: %w", TableName, err)
+	}
+	return found, nil
+}
+
+// AddDevices is the message that adds devs to the existing flowtable's
+// device list (devices already listed are left as they are).
+func AddDevices(devs []string) ([]netlink.Message, error) {
+	return nfnl.Queued(func(c *nftables.Conn) error {
+		c.AddFlowtable(&nftables.Flowtable{
+			Table:    &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet},
+			Name:     FlowtableName,
+			Hooknum:  nftables.FlowtableHookIngress,
+			Priority: nftables.FlowtablePriorityFilter,
+			Devices:  devs,
+		})
+		return nil
+	})
+}
+
+// RemoveDevices is the message that takes devs (each of them listed) out
+// of the flowtable's device list, leaving the flowtable and the others.
+// google/nftables v0.3.0's DelFlowtable cannot name devices, so it is
+// encoded here.
+func RemoveDevices(devs []string) (netlink.Message, error) {
+	attrs, err := nfnl.Encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(nftables.NFTA_FLOWTABLE_TABLE, TableName)
+		ae.String(nftables.NFTA_FLOWTABLE_NAME, FlowtableName)
+		ae.Nested(nftables.NFTA_FLOWTABLE_HOOK, func(hook *netlink.AttributeEncoder) error {
+			hook.Nested(nftables.NFTA_FLOWTABLE_DEVS, func(list *netlink.AttributeEncoder) error {
+				for _, d := range devs {
+					list.String(nftables.NFTA_DEVICE_NAME, d)
+				}
+				return nil
+			})
+			return nil
+		})
+	})
+	if err != nil {
+		return netlink.Message{}, fmt.Errorf("encode removal of %v from flowtable %s: %w", devs, FlowtableName, err)
+	}
+	return nfnl.Request(nfnl.SubsysNftables, nftables.NFT_MSG_DELFLOWTABLE, unix.NFPROTO_INET, 0, attrs), nil
 }
 
 // parseDevices finds NFTA_FLOWTABLE_HOOK / NFTA_FLOWTABLE_HOOK_DEVS /
@@ -224,24 +268,6 @@ func walk(b []byte, typ uint16, fn func([]byte) error) error {
 		}
 	}
 	return ad.Err()
-}
-
-// Verify checks that the kernel's flowtable covers exactly devs (sorted):
-// google/nftables v0.3.0 can report a batch as applied when the kernel
-// rejected its last message right after autoloading a module (issue #329),
-// and a flowtable is exactly such a batch.
-func Verify(devs []string) error {
-	got, found, err := Installed()
-	if err != nil {
-		return err
-	}
-	if !found {
-		return fmt.Errorf("flowtable %s is missing from table inet %s", FlowtableName, TableName)
-	}
-	if !slices.Equal(got, devs) {
-		return fmt.Errorf("flowtable %s covers %v, want %v", FlowtableName, got, devs)
-	}
-	return nil
 }
 
 // Remove queues the deletion of the whole table in c's batch.

@@ -2,6 +2,7 @@ package flowoffload
 
 import (
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -12,6 +13,9 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -37,7 +41,7 @@ func TestQueueGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Queue(c, []string{"eth0", "lo", "vif12.0"}); err != nil {
+	if err := Queue(c, []string{"eth0", "lo", "vif12.0"}, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Flush(); err != nil {
@@ -125,5 +129,77 @@ func TestParseDevices(t *testing.T) {
 	got, err := parseDevices(msg)
 	if err != nil || !slices.Equal(got, []string{"eth0", "vif5.0"}) {
 		t.Fatalf("parseDevices = %v, %v", got, err)
+	}
+}
+
+// Creating the table when it is absent sends additions only (no delete,
+// which would make the kernel wait for an RCU grace period), and the
+// removal of one device names just that device.
+func TestCreateAndRemoveDeviceMessages(t *testing.T) {
+	msgs, err := nfnl.Queued(func(c *nftables.Conn) error { return Queue(c, []string{"eth0", "vif3.0"}, false) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		switch uint16(m.Header.Type) & 0xff {
+		case unix.NFT_MSG_DELTABLE, unix.NFT_MSG_DELCHAIN, unix.NFT_MSG_DELRULE, unix.NFT_MSG_DELSET, nftables.NFT_MSG_DELFLOWTABLE:
+			t.Errorf("creation batch holds a deletion: type %#x", uint16(m.Header.Type))
+		}
+	}
+	add, err := AddDevices([]string{"vif7.0"})
+	if err != nil || len(add) != 1 || uint16(add[0].Header.Type)&0xff != nftables.NFT_MSG_NEWFLOWTABLE || add[0].Header.Flags&netlink.Excl != 0 || !containsASCII(add, "vif7.0") {
+		t.Errorf("AddDevices = %+v, %v: want one NEWFLOWTABLE without EXCL naming vif7.0", add, err)
+	}
+	del, err := RemoveDevices([]string{"vif7.0"})
+	if err != nil || uint16(del.Header.Type)&0xff != nftables.NFT_MSG_DELFLOWTABLE || !containsASCII([]netlink.Message{del}, "vif7.0") {
+		t.Errorf("RemoveDevices = %+v, %v", del, err)
+	}
+	devs, err := parseDevices(del.Data[4:])
+	if err != nil || !slices.Equal(devs, []string{"vif7.0"}) {
+		t.Errorf("removal names devices %v (%v), want [vif7.0]", devs, err)
+	}
+}
+
+// Supported reads the kernel configuration: not set means no, built in
+// or a module on disk means yes, nothing readable means let the kernel
+// decide.
+func TestSupported(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unset := write("config-unset", "CONFIG_NF_TABLES_INET=y\n# CONFIG_NF_FLOW_TABLE is not set\n")
+	builtin := write("config-y", "CONFIG_NF_FLOW_TABLE=y\nCONFIG_NF_FLOW_TABLE_INET=y\n")
+	module := write("config-m", "CONFIG_NF_FLOW_TABLE_INET=m\n")
+	none := filepath.Join(dir, "sys")
+	if err := (Kernel{SysModule: none, Configs: []string{filepath.Join(dir, "missing"), unset}}).Supported(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("not set: %v", err)
+	}
+	if err := (Kernel{SysModule: none, Configs: []string{builtin}}).Supported(); err != nil {
+		t.Errorf("built in: %v", err)
+	}
+	if err := (Kernel{SysModule: none, Configs: []string{module}, Modules: dir}).Supported(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("module without file: %v", err)
+	}
+	ko := filepath.Join(dir, "kernel/net/netfilter")
+	if err := os.MkdirAll(ko, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("kernel/net/netfilter/nf_flow_table_inet.ko.xz", "")
+	if err := (Kernel{SysModule: none, Configs: []string{module}, Modules: dir}).Supported(); err != nil {
+		t.Errorf("module on disk: %v", err)
+	}
+	if err := (Kernel{SysModule: none}).Supported(); err != nil {
+		t.Errorf("nothing to read: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(none, "nf_flow_table_inet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := (Kernel{SysModule: none, Configs: []string{unset}}).Supported(); err != nil {
+		t.Errorf("module loaded: %v", err)
 	}
 }

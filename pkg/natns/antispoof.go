@@ -11,6 +11,8 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 )
 
 // The translation table is sent as raw nfnetlink messages rather than
@@ -129,8 +131,8 @@ func inboundRules(s Spec, vifIndex int) []rule {
 	}
 }
 
-// antispoofBatch is the whole table netdev antispoof as one nfnetlink
-// batch; vifIndex and peerIndex are the namespace's indexes of the real vif
+// antispoofBatch is the whole table netdev antispoof as the messages of
+// one nfnetlink batch; vifIndex and peerIndex are the namespace's indexes of the real vif
 // and <vif>-p, the fwd targets.
 func antispoofBatch(s Spec, vifIndex, peerIndex int) ([]netlink.Message, error) {
 	chains := []struct {
@@ -141,7 +143,7 @@ func antispoofBatch(s Spec, vifIndex, peerIndex int) ([]netlink.Message, error) 
 		{inboundChain, peerName(s.Vif), inboundRules(s, vifIndex)},
 	}
 
-	msgs := []netlink.Message{batchMessage(unix.NFNL_MSG_BATCH_BEGIN)}
+	var msgs []netlink.Message
 	add := func(msgType int, flags netlink.HeaderFlags, attrs func(ae *netlink.AttributeEncoder)) error {
 		ae := netlink.NewAttributeEncoder()
 		ae.ByteOrder = binary.BigEndian
@@ -150,13 +152,7 @@ func antispoofBatch(s Spec, vifIndex, peerIndex int) ([]netlink.Message, error) 
 		if err != nil {
 			return err
 		}
-		msgs = append(msgs, netlink.Message{
-			Header: netlink.Header{
-				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-				Flags: netlink.Request | netlink.Acknowledge | netlink.Create | flags,
-			},
-			Data: append(nfgenmsg(unix.NFPROTO_NETDEV, 0), data...),
-		})
+		msgs = append(msgs, nfnl.Request(nfnl.SubsysNftables, msgType, unix.NFPROTO_NETDEV, netlink.Create|flags, data))
 		return nil
 	}
 
@@ -195,54 +191,23 @@ func antispoofBatch(s Spec, vifIndex, peerIndex int) ([]netlink.Message, error) 
 			}
 		}
 	}
-	return append(msgs, batchMessage(unix.NFNL_MSG_BATCH_END)), nil
+	return msgs, nil
 }
 
-func batchMessage(msgType int) netlink.Message {
-	return netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(msgType), Flags: netlink.Request},
-		Data:   nfgenmsg(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES),
-	}
-}
-
-// nfgenmsg is the header every nfnetlink message starts with.
-func nfgenmsg(family uint8, resID uint16) []byte {
-	return append([]byte{family, unix.NFNETLINK_V0}, binaryutil.BigEndian.PutUint16(resID)...)
-}
-
-// installAntispoof sends the table to the namespace and waits for the
-// kernel's verdict on every message. Acknowledgements are matched by
-// sequence number rather than counted, so the duplicate one a kernel sends
-// after loading a module on demand (google/nftables#329) can't make the
-// last message's error go unread.
+// installAntispoof sends the table to the namespace as one transaction
+// and waits for the kernel's verdict on every message (package nfnl).
 func installAntispoof(ns netns.NsHandle, s Spec, vifIndex, peerIndex int) error {
 	msgs, err := antispoofBatch(s, vifIndex, peerIndex)
 	if err != nil {
 		return err
 	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(ns)})
+	conn, err := nfnl.Dial(int(ns))
 	if err != nil {
-		return fmt.Errorf("open nfnetlink in namespace %s: %w", NamespaceName(s.Vif), err)
+		return fmt.Errorf("namespace %s: %w", NamespaceName(s.Vif), err)
 	}
 	defer conn.Close()
-	sent, err := conn.SendMessages(msgs)
-	if err != nil {
-		return fmt.Errorf("send table netdev %s: %w", antispoofTable, err)
-	}
-	pending := map[uint32]bool{}
-	for _, m := range sent {
-		if m.Header.Flags&netlink.Acknowledge != 0 {
-			pending[m.Header.Sequence] = true
-		}
-	}
-	for len(pending) > 0 {
-		replies, err := conn.Receive()
-		if err != nil {
-			return fmt.Errorf("create table netdev %s in namespace %s: %w", antispoofTable, NamespaceName(s.Vif), err)
-		}
-		for _, r := range replies {
-			delete(pending, r.Header.Sequence)
-		}
+	if err := conn.Batch(msgs); err != nil {
+		return fmt.Errorf("create table netdev %s in namespace %s: %w", antispoofTable, NamespaceName(s.Vif), err)
 	}
 	return nil
 }

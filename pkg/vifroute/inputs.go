@@ -109,6 +109,17 @@ func Gather(inv hotplug.Invocation, src Sources, log *slog.Logger) (*Inputs, err
 	in.VifType = vifType
 
 	if len(in.Addrs) == 0 {
+		if inv.Action == hotplug.Online {
+			// Hardening applies whatever the addresses, as upstream reads
+			// the service flag whatever XenStore's ip holds.
+			db, err := src.QubesDB()
+			if err != nil {
+				return nil, err
+			}
+			if in.Harden, err = hardenFlag(db); err != nil {
+				return nil, err
+			}
+		}
 		return in, nil
 	}
 	if inv.Action == hotplug.Online {
@@ -171,6 +182,18 @@ func (in *Inputs) backAddrsFromDevice() error {
 	return nil
 }
 
+// hardenFlag reads QubesDB's harden-network-interfaces service flag.
+func hardenFlag(db Store) (bool, error) {
+	v, err := db.Read("/qubes-service/harden-network-interfaces")
+	if errors.Is(err, qubesdb.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("QubesDB /qubes-service/harden-network-interfaces: %w", err)
+	}
+	return len(v) > 0, nil
+}
+
 func (in *Inputs) readQubesDB(db Store, log *slog.Logger) error {
 	read := func(path string) (string, bool, error) {
 		v, err := db.Read(path)
@@ -207,11 +230,9 @@ func (in *Inputs) readQubesDB(db Store, log *slog.Logger) error {
 		}
 	}
 	if in.Action == hotplug.Online {
-		harden, _, err := read("/qubes-service/harden-network-interfaces")
-		if err != nil {
+		if in.Harden, err = hardenFlag(db); err != nil {
 			return err
 		}
-		in.Harden = harden != ""
 	}
 	if ip4, ok := in.firstIPv4(); ok {
 		prefix := "/mapped-ip/" + ip4.String()

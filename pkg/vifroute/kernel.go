@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
 
@@ -23,24 +25,48 @@ type Kernel struct {
 	log  *slog.Logger
 	opts Options
 	nl   *netlink.Handle
+	nf   *nfnl.Conn // opened on first use, shared by the run's netfilter requests
 
-	// Learnt while applying: the device and whether IPv6 is enabled on it.
-	link netlink.Link
-	ipv6 bool
+	// flowtableSupport is where the kernel's flowtable support is read.
+	flowtableSupport flowoffload.Kernel
+
+	// inside, when set (by tests), is called between the kernel operations
+	// of a step and may fail it there: a step must then undo its own part.
+	inside func(op string) error
+
+	facts Facts
 }
 
-// NewKernel opens the netlink handles (routing and netfilter) in the
-// current network namespace.
+// NewKernel opens the routing netlink handle in the current network
+// namespace.
 func NewKernel(ctx context.Context, log *slog.Logger, opts Options) (*Kernel, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER)
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	return &Kernel{ctx: ctx, log: log, opts: opts, nl: h}, nil
+	return &Kernel{ctx: ctx, log: log, opts: opts, nl: h, flowtableSupport: flowoffload.RunningKernel()}, nil
 }
 
 // Close releases the netlink handles.
-func (k *Kernel) Close() { k.nl.Close() }
+func (k *Kernel) Close() {
+	k.nl.Close()
+	if k.nf != nil {
+		k.nf.Close()
+	}
+}
+
+// netfilter returns the run's nfnetlink socket, opening it on first use
+// (in the namespace of the calling thread, the run's).
+func (k *Kernel) netfilter() (*nfnl.Conn, error) {
+	if k.nf == nil {
+		c, err := nfnl.Dial(0)
+		if err != nil {
+			return nil, err
+		}
+		k.nf = c
+	}
+	return k.nf, nil
+}
 
 // nft returns a fresh nftables connection: google/nftables v0.3.0 keeps a
 // Conn unusable after one failed batch, so each batch gets its own.
@@ -52,7 +78,16 @@ func (k *Kernel) nft() (*nftables.Conn, error) {
 	return c, nil
 }
 
-func (k *Kernel) index() int { return k.link.Attrs().Index }
+// checkpoint marks the point after a step's first kernel operation and
+// before its next one.
+func (k *Kernel) checkpoint(op string) error {
+	if k.inside == nil {
+		return nil
+	}
+	return k.inside(op)
+}
+
+func (k *Kernel) index() int { return k.facts.Link.Attrs().Index }
 
 func (k *Kernel) linkByName(name string) (netlink.Link, bool, error) {
 	l, err := k.nl.LinkByName(name)

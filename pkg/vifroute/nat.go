@@ -13,6 +13,7 @@ import (
 func natMode(in *Inputs) Step {
 	spec := in.natSpec()
 	return Step{
+		Change: Change{Kind: NATMode, Object: in.Name, Addr: in.Mapped.VisibleIP, Value: spec.RealIP.String()},
 		Desc: fmt.Sprintf("NAT mode: move %s into namespace %s; the client's %s appears as %s (gateway %s)",
 			in.Name, natns.NamespaceName(in.Name), in.Mapped.VisibleIP, spec.RealIP, in.Mapped.VisibleGateway),
 		Do: func(k *Kernel) (func() error, error) {
@@ -20,12 +21,15 @@ func natMode(in *Inputs) Step {
 			if err != nil {
 				return nil, err
 			}
+			if err := k.checkpoint("after NAT set-up"); err != nil {
+				return undo, err
+			}
 			// From here on the vif's name is the veth end in the netvm,
 			// which has IPv6 disabled.
-			if k.link, err = k.nl.LinkByName(in.Name); err != nil {
+			if k.facts.Link, err = k.nl.LinkByName(in.Name); err != nil {
 				return undo, fmt.Errorf("look up %s after NAT set-up: %w", in.Name, err)
 			}
-			k.ipv6 = false
+			k.facts.IPv6 = false
 			return undo, nil
 		},
 	}
@@ -36,8 +40,9 @@ func natMode(in *Inputs) Step {
 // the namespace behind.
 func natTeardown(name string) Step {
 	return Step{
-		Desc: fmt.Sprintf("remove namespace %s (if present)", natns.NamespaceName(name)),
-		Do:   func(*Kernel) (func() error, error) { return nil, natns.Teardown(name) },
+		Change: Change{Kind: RemoveNAT, Object: natns.NamespaceName(name)},
+		Desc:   fmt.Sprintf("remove namespace %s (if present)", natns.NamespaceName(name)),
+		Do:     func(*Kernel) (func() error, error) { return nil, natns.Teardown(name) },
 	}
 }
 

@@ -5,89 +5,135 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/flowoffload"
-	"github.com/qubes-netvm/qnet/pkg/nftverify"
 )
 
-// replaceFlowtable rebuilds the flow-offload table from the interfaces
-// present (without name when it is leaving), under the lock that keeps
-// concurrent runs from installing an older list, and returns how to put
-// the table back as it was.
-func (k *Kernel) replaceFlowtable(name string, leaving bool) (func() error, error) {
+// joinFlowtable adds the interfaces present that the flowtable does not
+// list yet (the vif among them) to its device list, or creates the table
+// when it is absent, under the lock that keeps concurrent runs from
+// installing a list that misses a vif. Either way the batch holds only
+// additions. It returns how to take name out again (or remove the table
+// it created).
+func (k *Kernel) joinFlowtable(name string) (func() error, error) {
 	unlock, err := flowoffload.Lock(k.opts.LockPath)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	prev, existed, err := flowoffload.Installed()
+	c, err := k.netfilter()
 	if err != nil {
 		return nil, err
 	}
-	exclude := ""
-	if leaving {
-		if !slices.Contains(prev, name) {
+	prev, found, err := flowoffload.Installed(c)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		if err := k.flowtableSupport.Supported(); err != nil {
+			return nil, err
+		}
+	}
+	devs, err := flowoffload.Devices(filepath.Join(k.opts.ProcSys, "net/ipv4/conf"), "")
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		missing := slices.DeleteFunc(devs, func(d string) bool { return slices.Contains(prev, d) })
+		if len(missing) == 0 {
 			return nil, nil
 		}
-		exclude = name
+		msgs, err := flowoffload.AddDevices(missing)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Batch(msgs); err != nil {
+			return nil, fmt.Errorf("add %v to flowtable %s of inet %s: %w", missing, flowoffload.FlowtableName, flowoffload.TableName, err)
+		}
+		return func() error {
+			unlock, err := flowoffload.Lock(k.opts.LockPath)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			return k.leaveFlowtable(name)
+		}, nil
 	}
-	devs, err := flowoffload.Devices(filepath.Join(k.opts.ProcSys, "net/ipv4/conf"), exclude)
+	exists, err := flowoffload.TableExists(c)
 	if err != nil {
 		return nil, err
 	}
-	if existed && slices.Equal(prev, devs) {
-		return nil, nil
-	}
-	if err := k.installFlowtable(devs); err != nil {
+	msgs, err := nfnl.Queued(func(q *nftables.Conn) error { return flowoffload.Queue(q, devs, exists) })
+	if err != nil {
 		return nil, err
 	}
-	if leaving {
-		return nil, nil
+	if err := c.Batch(msgs); err != nil {
+		return nil, fmt.Errorf("create table inet %s with devices %v: %w", flowoffload.TableName, devs, err)
 	}
-	return func() error { return k.restoreFlowtable(name, devs, prev, existed) }, nil
+	return func() error { return k.removeFlowtable(name, devs) }, nil
 }
 
-func (k *Kernel) installFlowtable(devs []string) error {
-	c, err := k.nft()
+// leaveFlowtable takes name out of the flowtable if it lists it; the
+// caller holds the lock.
+func (k *Kernel) leaveFlowtable(name string) error {
+	msgs, err := k.flowtableRemoval(name)
+	if err != nil || len(msgs) == 0 {
+		return err
+	}
+	c, err := k.netfilter()
 	if err != nil {
 		return err
 	}
-	if err := flowoffload.Queue(c, devs); err != nil {
-		return err
-	}
-	if err := nftverify.Flush(c, func() error { return flowoffload.Verify(devs) }); err != nil {
-		return fmt.Errorf("replace table inet %s with devices %v: %w", flowoffload.TableName, devs, err)
-	}
-	return nil
+	return c.Batch(msgs)
 }
 
-// restoreFlowtable undoes a rebuild. If no other run rebuilt the table
-// since, the previous table (or none) comes back; otherwise only name is
-// taken out again, unless it was listed before this run.
-func (k *Kernel) restoreFlowtable(name string, installed, prev []string, existed bool) error {
+// flowtableRemoval returns the message taking name out of the flowtable,
+// or none when the flowtable (or the table) does not list it. The caller
+// holds the lock until the message is sent.
+func (k *Kernel) flowtableRemoval(name string) ([]netlink.Message, error) {
+	c, err := k.netfilter()
+	if err != nil {
+		return nil, err
+	}
+	cur, found, err := flowoffload.Installed(c)
+	if err != nil || !found || !slices.Contains(cur, name) {
+		return nil, err
+	}
+	m, err := flowoffload.RemoveDevices([]string{name})
+	if err != nil {
+		return nil, err
+	}
+	return []netlink.Message{m}, nil
+}
+
+// removeFlowtable undoes the creation of the table: if no other run
+// added a device since, the table goes; otherwise only name leaves it.
+func (k *Kernel) removeFlowtable(name string, installed []string) error {
 	unlock, err := flowoffload.Lock(k.opts.LockPath)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	cur, found, err := flowoffload.Installed()
+	c, err := k.netfilter()
+	if err != nil {
+		return err
+	}
+	cur, found, err := flowoffload.Installed(c)
 	if err != nil || !found {
 		return err
 	}
-	switch {
-	case slices.Equal(cur, installed) && !existed:
-		c, err := k.nft()
-		if err != nil {
-			return err
-		}
-		flowoffload.Remove(c)
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("remove table inet %s: %w", flowoffload.TableName, err)
-		}
-		return nil
-	case slices.Equal(cur, installed):
-		return k.installFlowtable(prev)
-	case slices.Contains(cur, name) && !slices.Contains(prev, name):
-		return k.installFlowtable(slices.DeleteFunc(slices.Clone(cur), func(d string) bool { return d == name }))
+	if !slices.Equal(cur, installed) {
+		return k.leaveFlowtable(name)
+	}
+	msgs, err := nfnl.Queued(func(q *nftables.Conn) error { flowoffload.Remove(q); return nil })
+	if err != nil {
+		return err
+	}
+	if err := c.Batch(msgs); err != nil {
+		return fmt.Errorf("remove table inet %s: %w", flowoffload.TableName, err)
 	}
 	return nil
 }

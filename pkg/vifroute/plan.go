@@ -7,10 +7,14 @@ import (
 	"net/netip"
 
 	"github.com/google/nftables"
+	mnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/pkg/antispoof"
+	"github.com/qubes-netvm/qnet/pkg/conntrack"
+	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/hooks"
 	"github.com/qubes-netvm/qnet/pkg/sysctl"
 )
@@ -27,7 +31,7 @@ func planOnline(in *Inputs, opts Options) []Step {
 	steps = append(steps,
 		resolveLink(in, opts),
 		sysctlStep("net/ipv4/conf/"+in.Name+"/proxy_arp", "1"),
-		rebuildFlowtable(in.Name, false),
+		joinFlowtable(in.Name),
 	)
 	if in.Mapped != nil {
 		steps = append(steps, natMode(in))
@@ -63,9 +67,9 @@ func planOffline(in *Inputs, opts Options) []Step {
 		in = in.withoutIPv6()
 	}
 	entries := in.entries()
-	var steps []Step
+	steps := []Step{removeElements(in.Name, entries)}
 	if len(entries) > 0 {
-		steps = append(steps, removeElements(entries), purgeConntrack(in.Addrs))
+		steps = append(steps, purgeConntrack(in.Addrs))
 	}
 	steps = append(steps, findLink(in.Name))
 	for _, a := range in.Addrs {
@@ -83,7 +87,7 @@ func planOffline(in *Inputs, opts Options) []Step {
 			}
 		}
 	}
-	return append(steps, natTeardown(in.Name), rebuildFlowtable(in.Name, true))
+	return append(steps, natTeardown(in.Name))
 }
 
 // withoutIPv6 is the inputs of NAT mode, which handles IPv4 only.
@@ -109,7 +113,8 @@ func (in *Inputs) entries() []antispoof.Entry {
 
 func checkRuleset(entries []antispoof.Entry) Step {
 	return Step{
-		Desc: "check the base ruleset: sets allowed and downstream in table(s) qubes",
+		Change: Change{Kind: CheckRuleset, Object: antispoof.Table},
+		Desc:   "check the base ruleset: sets allowed and downstream in table(s) qubes",
 		Do: func(k *Kernel) (func() error, error) {
 			c, err := k.nft()
 			if err != nil {
@@ -128,7 +133,11 @@ func resolveLink(in *Inputs, opts Options) Step {
 	if in.Name != in.Vif {
 		desc = fmt.Sprintf("find device %s and rename it to %s (vifname)", in.Vif, in.Name)
 	}
-	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
+	change := Change{Kind: FindLink, Object: in.Vif}
+	if in.Name != in.Vif {
+		change = Change{Kind: RenameLink, Object: in.Vif, Value: in.Name}
+	}
+	return Step{Change: change, Desc: desc, Do: func(k *Kernel) (func() error, error) {
 		var undo func() error
 		if in.Name != in.Vif {
 			renamed, found, err := k.linkByName(in.Name)
@@ -143,7 +152,7 @@ func resolveLink(in *Inputs, opts Options) Step {
 			case found && origFound:
 				return nil, fmt.Errorf("cannot rename %s to %s: that name is taken by another device", in.Vif, in.Name)
 			case found:
-				k.link = renamed // renamed by an earlier online
+				k.facts.Link = renamed // renamed by an earlier online
 			default:
 				if !origFound {
 					if orig, err = k.waitForLink(in.Vif, opts.LinkWait); err != nil {
@@ -154,7 +163,10 @@ func resolveLink(in *Inputs, opts Options) Step {
 					return nil, fmt.Errorf("rename %s to %s: %w", in.Vif, in.Name, err)
 				}
 				undo = func() error { return k.nl.LinkSetName(orig, in.Vif) }
-				if k.link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
+				if err := k.checkpoint("after rename"); err != nil {
+					return undo, err
+				}
+				if k.facts.Link, err = k.nl.LinkByIndex(orig.Attrs().Index); err != nil {
 					return undo, fmt.Errorf("look up %s after rename: %w", in.Name, err)
 				}
 			}
@@ -163,10 +175,10 @@ func resolveLink(in *Inputs, opts Options) Step {
 			if err != nil {
 				return nil, err
 			}
-			k.link = l
+			k.facts.Link = l
 		}
 		disabled, err := sysctl.Read("net/ipv6/conf/" + in.Name + "/disable_ipv6")
-		k.ipv6 = err == nil && disabled == "0"
+		k.facts.IPv6 = err == nil && disabled == "0"
 		return undo, nil
 	}}
 }
@@ -174,17 +186,18 @@ func resolveLink(in *Inputs, opts Options) Step {
 // findLink is offline's look-up: a device that is already gone needs no
 // cleaning of its routes, neighbours or addresses (the kernel removed them).
 func findLink(name string) Step {
-	return Step{Desc: "find device " + name + " (if it still exists)", Do: func(k *Kernel) (func() error, error) {
+	return Step{Change: Change{Kind: FindLink, Object: name}, Desc: "find device " + name + " (if it still exists)", Do: func(k *Kernel) (func() error, error) {
 		l, _, err := k.linkByName(name)
-		k.link = l
+		k.facts.Link = l
 		return nil, err
 	}}
 }
 
 func sysctlStep(key, value string) Step {
 	return Step{
-		Desc: fmt.Sprintf("sysctl %s = %s", key, value),
-		Do:   func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
+		Change: Change{Kind: SetSysctl, Object: key, Value: value},
+		Desc:   fmt.Sprintf("sysctl %s = %s", key, value),
+		Do:     func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
 	}
 }
 
@@ -192,8 +205,9 @@ func sysctlStep(key, value string) Step {
 func ipv6Only(s Step) Step {
 	do := s.Do
 	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Change.IfIPv6 = true
 	s.Do = func(k *Kernel) (func() error, error) {
-		if !k.ipv6 {
+		if !k.facts.IPv6 {
 			return nil, nil
 		}
 		return do(k)
@@ -206,7 +220,8 @@ func ipv6Only(s Step) Step {
 // expanded now, when the device exists.
 func harden(name string, opts Options) Step {
 	return Step{
-		Desc: fmt.Sprintf("harden: apply %s to all and %s", opts.HardeningConf, name),
+		Change: Change{Kind: Harden, Object: name, Value: opts.HardeningConf},
+		Desc:   fmt.Sprintf("harden: apply %s to all and %s", opts.HardeningConf, name),
 		Do: func(k *Kernel) (func() error, error) {
 			settings, err := sysctl.Hardening(opts.HardeningConf, opts.ProcSys, []string{"all", name})
 			if err != nil {
@@ -214,6 +229,11 @@ func harden(name string, opts Options) Step {
 			}
 			var undos undoStack
 			for _, s := range settings {
+				if len(undos) > 0 {
+					if err := k.checkpoint("harden " + s.Key); err != nil {
+						return undos.run, err
+					}
+				}
 				undo, err := setSysctl(s.Key, s.Value, s.IgnoreFailure)
 				if sysctl.Skippable(err) {
 					k.log.Info("harden: setting skipped, as systemd-sysctl skips it", "key", s.Key, "value", s.Value, "err", err)
@@ -229,65 +249,59 @@ func harden(name string, opts Options) Step {
 	}
 }
 
-// rebuildFlowtable replaces the flow-offload table with one covering the
-// current interfaces (without name when it is going away). Offload is an
-// optimisation: when the kernel cannot do it the run warns and goes on.
-func rebuildFlowtable(name string, leaving bool) Step {
-	desc := "replace table inet qubes-nat-accel: flowtable over every interface, offload group 2 -> group 1"
-	if leaving {
-		desc = "replace table inet qubes-nat-accel without " + name + " (if its flowtable lists it)"
+// joinFlowtable puts the vif in the flow-offload table's flowtable
+// (creating the table if absent). Offload is an optimisation: when the
+// kernel cannot do it the run warns and goes on.
+func joinFlowtable(name string) Step {
+	return Step{
+		Change: Change{Kind: JoinFlowtable, Object: name},
+		Desc:   "nft add flowtable inet qubes-nat-accel qubes-accel { devices = { " + name + " and every other interface not listed } } (table created if absent: offload group 2 -> group 1)",
+		Do: func(k *Kernel) (func() error, error) {
+			undo, err := k.joinFlowtable(name)
+			if err != nil {
+				k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
+				return nil, nil
+			}
+			return undo, nil
+		},
 	}
-	return Step{Desc: desc, Do: func(k *Kernel) (func() error, error) {
-		undo, err := k.replaceFlowtable(name, leaving)
-		if err != nil {
-			k.log.Warn("flow offload unavailable, traffic takes the normal path", "err", err)
-			return nil, nil
-		}
-		return undo, nil
-	}}
 }
 
 // purgeConntrack forgets connections tracked for the addresses, so flows
-// of an earlier owner of an address do not leak to the new one. Finding
-// them means walking the whole conntrack hash table (its size follows the
-// machine's memory, not the number of flows), so the walk is skipped when
-// this namespace tracks no connection at all, and otherwise done once per
-// address family for all its addresses.
+// of an earlier owner of an address do not leak to the new one. The
+// kernel filters the dump (package conntrack), so the cost follows the
+// client's flows, not the table; a namespace that tracks no connection at
+// all is not asked.
 func purgeConntrack(addrs []netip.Addr) Step {
 	return Step{
-		Desc: fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
+		Change: Change{Kind: PurgeConntrack, Object: fmt.Sprint(addrs)},
+		Desc:   fmt.Sprintf("conntrack -D -s/-d for %v", addrs),
 		Do: func(k *Kernel) (func() error, error) {
 			if count, err := sysctl.Read("net/netfilter/nf_conntrack_count"); err == nil && count == "0" {
 				return nil, nil
 			}
-			byFamily := map[netlink.InetFamily][]netlink.CustomConntrackFilter{}
-			for _, a := range addrs {
-				fam := netlink.InetFamily(unix.AF_INET)
-				if a.Is6() {
-					fam = unix.AF_INET6
-				}
-				src, dst := &netlink.ConntrackFilter{}, &netlink.ConntrackFilter{}
-				if err := src.AddIP(netlink.ConntrackOrigSrcIP, a.AsSlice()); err != nil {
-					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
-				}
-				if err := dst.AddIP(netlink.ConntrackOrigDstIP, a.AsSlice()); err != nil {
-					return nil, fmt.Errorf("conntrack filter %s: %w", a, err)
-				}
-				byFamily[fam] = append(byFamily[fam], src, dst)
+			c, err := k.netfilter()
+			if err != nil {
+				return nil, err
 			}
-			for fam, filters := range byFamily {
-				if _, err := k.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
-					return nil, fmt.Errorf("purge conntrack entries of %v: %w", addrs, err)
-				}
+			// A second socket lets the two hash-table walks of an IPv4
+			// address run at once.
+			second, err := nfnl.Dial(0)
+			if err != nil {
+				return nil, err
 			}
-			return nil, nil
+			defer second.Close()
+			n, err := conntrack.Purge([]conntrack.Conn{c, second}, addrs)
+			k.log.Debug("conntrack purged", "entries", n)
+			return nil, err
 		},
 	}
 }
 
 func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 	s := Step{
-		Desc: fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, mac),
+		Change: Change{Kind: AddNeighbour, Object: name, Addr: a, Value: mac.String()},
+		Desc:   fmt.Sprintf("ip neighbour add %s dev %s lladdr %s nud permanent", a, name, mac),
 		Do: func(k *Kernel) (func() error, error) {
 			n := &netlink.Neigh{LinkIndex: k.index(), Family: family(a), State: netlink.NUD_PERMANENT, IP: a.AsSlice(), HardwareAddr: mac}
 			err := k.nl.NeighAdd(n)
@@ -319,7 +333,7 @@ func addNeighbour(name string, a netip.Addr, mac net.HardwareAddr) Step {
 func (k *Kernel) neighbour(a netip.Addr) (*netlink.Neigh, error) {
 	list, err := k.nl.NeighList(k.index(), family(a))
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours of %s: %w", k.link.Attrs().Name, err)
+		return nil, fmt.Errorf("list neighbours of %s: %w", k.facts.Link.Attrs().Name, err)
 	}
 	for i := range list {
 		if ip, ok := netip.AddrFromSlice(list[i].IP); ok && ip.Unmap() == a {
@@ -330,8 +344,8 @@ func (k *Kernel) neighbour(a netip.Addr) (*netlink.Neigh, error) {
 }
 
 func delNeighbour(name string, a netip.Addr) Step {
-	return Step{Desc: fmt.Sprintf("ip neighbour del %s dev %s (if present)", a, name), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelNeighbour, Object: name, Addr: a}, Desc: fmt.Sprintf("ip neighbour del %s dev %s (if present)", a, name), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
 		err := k.nl.NeighDel(&netlink.Neigh{LinkIndex: k.index(), Family: family(a), IP: a.AsSlice()})
@@ -343,33 +357,75 @@ func delNeighbour(name string, a netip.Addr) Step {
 }
 
 func addElements(entries []antispoof.Entry) Step {
-	return Step{Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		allowed, downstream, err := elementsWhere(entries, false)
+	return Step{Change: Change{Kind: AddElements, Object: describeAddrs(entries)}, Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
+		allowed, downstream, err := k.elementsWhere(entries, false)
 		if err != nil || len(allowed)+len(downstream) == 0 {
 			return nil, err
 		}
-		if err := k.changeElements(antispoof.Add, allowed, downstream); err != nil {
+		msgs, err := elementChanges(antispoof.Add, allowed, downstream)
+		if err != nil {
 			return nil, err
 		}
-		return func() error { return k.changeElements(antispoof.Delete, allowed, downstream) }, nil
+		if err := k.batch(msgs, allowed, downstream); err != nil {
+			return nil, err
+		}
+		return func() error {
+			msgs, err := elementChanges(antispoof.Delete, allowed, downstream)
+			if err != nil {
+				return err
+			}
+			return k.batch(msgs, allowed, downstream)
+		}, nil
 	}}
 }
 
-func removeElements(entries []antispoof.Entry) Step {
-	return Step{Desc: "nft delete element (those present): " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
-		allowed, downstream, err := elementsWhere(entries, true)
-		if err != nil || len(allowed)+len(downstream) == 0 {
+// removeElements deletes the vif's elements that are present and takes
+// the vif out of the flowtable, in one transaction: the kernel then waits
+// for one RCU grace period, not one per deletion batch.
+func removeElements(name string, entries []antispoof.Entry) Step {
+	desc := "nft delete flowtable device " + name + " (if listed)"
+	if len(entries) > 0 {
+		desc = "nft delete element (those present): " + describeEntries(entries) + "; and flowtable device " + name + " (if listed), one transaction"
+	}
+	return Step{Change: Change{Kind: RemoveElements, Object: name, Value: describeAddrs(entries)}, Desc: desc, Do: func(k *Kernel) (func() error, error) {
+		allowed, downstream, err := k.elementsWhere(entries, true)
+		if err != nil {
 			return nil, err
 		}
-		return nil, k.changeElements(antispoof.Delete, allowed, downstream)
+		msgs, err := elementChanges(antispoof.Delete, allowed, downstream)
+		if err != nil {
+			return nil, err
+		}
+		// Under the flowtable lock: an online reading the device list
+		// meanwhile could add the vif back after this removal.
+		unlock, err := flowoffload.Lock(k.opts.LockPath)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		ft, err := k.flowtableRemoval(name)
+		if err != nil {
+			k.log.Warn("cannot read the flowtable, leaving it as it is", "err", err)
+		}
+		if err := k.batch(append(msgs, ft...), allowed, downstream); err != nil {
+			return nil, err
+		}
+		return nil, nil
 	}}
 }
 
 // elementsWhere returns the entries whose `allowed` element, and those
 // whose `downstream` element, are in the kernel (present) or not.
-func elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream []antispoof.Entry, err error) {
+func (k *Kernel) elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream []antispoof.Entry, err error) {
+	if len(entries) == 0 {
+		return nil, nil, nil
+	}
+	c, err := k.netfilter()
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, e := range entries {
-		a, d, err := antispoof.Present(e)
+		a, d, err := antispoof.Present(c, e)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -383,19 +439,30 @@ func elementsWhere(entries []antispoof.Entry, present bool) (allowed, downstream
 	return allowed, downstream, nil
 }
 
-// changeElements sends one batch with the allowed and downstream changes.
-func (k *Kernel) changeElements(op func(c *nftables.Conn, e []antispoof.Entry, allowed, downstream bool) error, allowed, downstream []antispoof.Entry) error {
-	c, err := k.nft()
+// elementChanges encodes the allowed and downstream changes.
+func elementChanges(op func(c *nftables.Conn, e []antispoof.Entry, allowed, downstream bool) error, allowed, downstream []antispoof.Entry) ([]mnl.Message, error) {
+	if len(allowed)+len(downstream) == 0 {
+		return nil, nil
+	}
+	return nfnl.Queued(func(c *nftables.Conn) error {
+		if err := op(c, allowed, true, false); err != nil {
+			return err
+		}
+		return op(c, downstream, false, true)
+	})
+}
+
+// batch sends msgs as one transaction; the entries name the element
+// changes among them for the error.
+func (k *Kernel) batch(msgs []mnl.Message, allowed, downstream []antispoof.Entry) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	c, err := k.netfilter()
 	if err != nil {
 		return err
 	}
-	if err := op(c, allowed, true, false); err != nil {
-		return err
-	}
-	if err := op(c, downstream, false, true); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
+	if err := c.Batch(msgs); err != nil {
 		return fmt.Errorf("update anti-spoofing sets (allowed %s; downstream %s): %w", describeEntries(allowed), describeAddrs(downstream), err)
 	}
 	return nil
@@ -421,28 +488,31 @@ func describeAddrs(entries []antispoof.Entry) string {
 }
 
 func linkUp(name string) Step {
-	return Step{Desc: fmt.Sprintf("ip link set dev %s group 2 up", name), Do: func(k *Kernel) (func() error, error) {
-		attrs := k.link.Attrs()
+	return Step{Change: Change{Kind: LinkUp, Object: name, Value: "group 2"}, Desc: fmt.Sprintf("ip link set dev %s group 2 up", name), Do: func(k *Kernel) (func() error, error) {
+		attrs := k.facts.Link.Attrs()
 		oldGroup, wasUp := int(attrs.Group), attrs.Flags&unix.IFF_UP != 0
 		var undos undoStack
 		if oldGroup != 2 {
-			if err := k.nl.LinkSetGroup(k.link, 2); err != nil {
+			if err := k.nl.LinkSetGroup(k.facts.Link, 2); err != nil {
 				return nil, fmt.Errorf("set %s group 2: %w", name, err)
 			}
-			undos.push(func() error { return k.nl.LinkSetGroup(k.link, oldGroup) })
+			undos.push(func() error { return k.nl.LinkSetGroup(k.facts.Link, oldGroup) })
 		}
 		if !wasUp {
-			if err := k.nl.LinkSetUp(k.link); err != nil {
+			if err := k.checkpoint("before link up"); err != nil {
+				return undos.run, err
+			}
+			if err := k.nl.LinkSetUp(k.facts.Link); err != nil {
 				return undos.run, fmt.Errorf("set %s up: %w", name, err)
 			}
-			undos.push(func() error { return k.nl.LinkSetDown(k.link) })
+			undos.push(func() error { return k.nl.LinkSetDown(k.facts.Link) })
 		}
 		return undos.run, nil
 	}}
 }
 
 func addRoute(name string, a netip.Addr, metric int) Step {
-	s := Step{Desc: fmt.Sprintf("ip route add %s dev %s metric %d", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+	s := Step{Change: Change{Kind: AddRoute, Object: name, Addr: a, Value: fmt.Sprint(metric)}, Desc: fmt.Sprintf("ip route add %s dev %s metric %d", a, name, metric), Do: func(k *Kernel) (func() error, error) {
 		r := k.hostRoute(a, metric)
 		err := k.nl.RouteAdd(r)
 		if ignore(err, unix.EEXIST) {
@@ -464,8 +534,9 @@ func addRoute(name string, a netip.Addr, metric int) Step {
 func skipWithoutIPv6(s Step, a netip.Addr) Step {
 	do := s.Do
 	s.Desc += " (if IPv6 is enabled on the vif)"
+	s.Change.IfIPv6 = true
 	s.Do = func(k *Kernel) (func() error, error) {
-		if !k.ipv6 {
+		if !k.facts.IPv6 {
 			k.log.Error("cannot add IPv6 route: IPv6 is disabled on the vif", "addr", a)
 			return nil, nil
 		}
@@ -475,8 +546,8 @@ func skipWithoutIPv6(s Step, a netip.Addr) Step {
 }
 
 func delRoute(name string, a netip.Addr, metric int) Step {
-	return Step{Desc: fmt.Sprintf("ip route del %s dev %s metric %d (if present)", a, name, metric), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelRoute, Object: name, Addr: a, Value: fmt.Sprint(metric)}, Desc: fmt.Sprintf("ip route del %s dev %s metric %d (if present)", a, name, metric), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
 		err := k.nl.RouteDel(k.hostRoute(a, metric))
@@ -490,15 +561,15 @@ func delRoute(name string, a netip.Addr, metric int) Step {
 func backAddr(a netip.Addr) *netlink.Addr { return &netlink.Addr{IPNet: hostPrefix(a)} }
 
 func addAddress(name string, a netip.Addr) Step {
-	s := Step{Desc: fmt.Sprintf("ip addr add %s/%d dev %s", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
-		err := k.nl.AddrAdd(k.link, backAddr(a))
+	s := Step{Change: Change{Kind: AddAddress, Object: name, Addr: a}, Desc: fmt.Sprintf("ip addr add %s/%d dev %s", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		err := k.nl.AddrAdd(k.facts.Link, backAddr(a))
 		if ignore(err, unix.EEXIST) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("add address %s/%d dev %s: %w", a, a.BitLen(), name, err)
 		}
-		return func() error { return k.nl.AddrDel(k.link, backAddr(a)) }, nil
+		return func() error { return k.nl.AddrDel(k.facts.Link, backAddr(a)) }, nil
 	}}
 	if a.Is6() {
 		return ipv6Only(s)
@@ -507,11 +578,11 @@ func addAddress(name string, a netip.Addr) Step {
 }
 
 func delAddress(name string, a netip.Addr) Step {
-	return Step{Desc: fmt.Sprintf("ip addr del %s/%d dev %s (if present)", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
-		if k.link == nil {
+	return Step{Change: Change{Kind: DelAddress, Object: name, Addr: a}, Desc: fmt.Sprintf("ip addr del %s/%d dev %s (if present)", a, a.BitLen(), name), Do: func(k *Kernel) (func() error, error) {
+		if k.facts.Link == nil {
 			return nil, nil
 		}
-		err := k.nl.AddrDel(k.link, backAddr(a))
+		err := k.nl.AddrDel(k.facts.Link, backAddr(a))
 		if err != nil && !ignore(err, unix.EADDRNOTAVAIL, unix.ENODEV) {
 			return nil, fmt.Errorf("delete address %s/%d dev %s: %w", a, a.BitLen(), name, err)
 		}
@@ -527,7 +598,8 @@ func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
 		addr = a.String()
 	}
 	s := Step{
-		Desc: fmt.Sprintf("run hooks in %s: %s %s %q %q", opts.HooksDir, command, in.Name, in.VifType, addr),
+		Change: Change{Kind: RunHooks, Object: in.Name, Addr: a, Value: command},
+		Desc:   fmt.Sprintf("run hooks in %s: %s %s %q %q", opts.HooksDir, command, in.Name, in.VifType, addr),
 		Do: func(k *Kernel) (func() error, error) {
 			hooks.Run(k.ctx, k.log, opts.HooksDir, hooks.Invocation{Command: command, Vif: in.Name, VifType: in.VifType, Addr: addr})
 			return nil, nil
@@ -535,8 +607,9 @@ func runHooks(opts Options, command string, in *Inputs, a netip.Addr) Step {
 	}
 	if command == "online" && a.Is6() {
 		do := s.Do
+		s.Change.IfIPv6 = true
 		s.Do = func(k *Kernel) (func() error, error) {
-			if !k.ipv6 {
+			if !k.facts.IPv6 {
 				return nil, nil
 			}
 			return do(k)

@@ -118,17 +118,33 @@ func TestGatherErrors(t *testing.T) {
 	}
 }
 
-func TestGatherWithoutAddressesSkipsQubesDB(t *testing.T) {
+// Without addresses online reads QubesDB's hardening flag only, and the
+// plan hardens the vif (upstream reads the flag whatever ip holds);
+// offline does not open QubesDB.
+func TestGatherWithoutAddressesReadsOnlyHardening(t *testing.T) {
 	xs := baseXS()
 	delete(xs, xb+"/ip")
-	src, db := sources(xs, baseDB())
-	src.QubesDB = func() (Store, error) { return nil, errors.New("QubesDB must not be opened") }
+	db := baseDB()
+	db["/qubes-service/harden-network-interfaces"] = "1"
+	src, store := sources(xs, db)
 	in, err := Gather(online("vif12.0"), src, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(in.Addrs) != 0 || len(db.reads) != 0 {
-		t.Errorf("addrs %v, QubesDB reads %v", in.Addrs, db.reads)
+	if len(in.Addrs) != 0 || !in.Harden || !slices.Equal(store.reads, []string{"/qubes-service/harden-network-interfaces"}) {
+		t.Errorf("addrs %v, harden %v, QubesDB reads %v", in.Addrs, in.Harden, store.reads)
+	}
+	var b strings.Builder
+	Describe(&b, Plan(in, DefaultOptions()))
+	if !strings.Contains(b.String(), "harden: apply") {
+		t.Errorf("plan without addresses does not harden:\n%s", b.String())
+	}
+
+	src.QubesDB = func() (Store, error) { return nil, errors.New("QubesDB must not be opened") }
+	off := online("vif12.0")
+	off.Command, off.Action = "offline", hotplug.Offline
+	if _, err := Gather(off, src, quiet); err != nil {
+		t.Errorf("offline without addresses: %v", err)
 	}
 }
 
@@ -184,7 +200,7 @@ func TestPlanOnlineOrder(t *testing.T) {
 		"check the base ruleset",
 		"find device vif12.0",
 		"proxy_arp = 1",
-		"replace table inet qubes-nat-accel",
+		"nft add flowtable inet qubes-nat-accel",
 		"conntrack -D",
 		"ip neighbour add 10.137.0.12 dev vif12.0 lladdr 00:16:3e:5e:6c:0c nud permanent",
 		"ip neighbour add fd09:24ef:4179::a89:c",
@@ -228,4 +244,34 @@ func FuzzParseAddrs(f *testing.F) {
 			seen[a] = true
 		}
 	})
+}
+
+// The plan is data: an offline of a NAT-less IPv4 vif is exactly these
+// changes, in this order.
+func TestPlanOfflineAsData(t *testing.T) {
+	xs := baseXS()
+	xs[xb+"/ip"] = "10.137.0.12"
+	src, _ := sources(xs, baseDB())
+	off := online("vif12.0")
+	off.Command, off.Action = "offline", hotplug.Offline
+	in, err := Gather(off, src, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netip.MustParseAddr("10.137.0.12")
+	metric := fmt.Sprint(hotplug.Metric(12))
+	want := []Change{
+		{Kind: RemoveElements, Object: "vif12.0", Value: "[10.137.0.12]"},
+		{Kind: PurgeConntrack, Object: "[10.137.0.12]"},
+		{Kind: FindLink, Object: "vif12.0"},
+		{Kind: DelNeighbour, Object: "vif12.0", Addr: a},
+		{Kind: DelRoute, Object: "vif12.0", Addr: a, Value: metric},
+		{Kind: RunHooks, Object: "vif12.0", Addr: a, Value: "offline"},
+		{Kind: DelAddress, Object: "vif12.0", Addr: netip.MustParseAddr("10.138.0.1")},
+		{Kind: DelAddress, Object: "vif12.0", Addr: netip.MustParseAddr("fd09:24ef:4179::a8a:1")},
+		{Kind: RemoveNAT, Object: "vif12.0-nat"},
+	}
+	if got := Changes(Plan(in, DefaultOptions())); !slices.Equal(got, want) {
+		t.Errorf("offline plan:\n%+v\nwant\n%+v", got, want)
+	}
 }

@@ -2,11 +2,35 @@
 // mode (vif-route-qubes online) and removes that configuration (offline).
 //
 // A run gathers its inputs (XenStore, QubesDB, sysctls), plans an ordered
-// list of steps, and applies them. Online is transactional: each step that
-// changes the kernel returns how to undo exactly what it changed, and a
-// failure undoes the run's steps in reverse, leaving the kernel as it was.
-// Every step tolerates state that is already in place, so online twice
-// converges and offline of a vif that never came online changes nothing.
+// list of steps, and applies them. A plan is data: each Step carries a
+// Change (kind, object, address, value) that tests compare and --dry-run
+// describes; what only applying can learn (the device after a rename,
+// whether IPv6 is on) is the documented Facts result of the steps that
+// learn it. Online is transactional: each step that changes the kernel
+// returns how to undo exactly what it changed, also when it fails half-way,
+// and a failure undoes the run's steps in reverse, leaving the kernel as
+// it was. Every step tolerates state that is already in place, so online
+// twice converges and offline of a vif that never came online changes
+// nothing.
+//
+// The order of online, and why:
+//   - the base ruleset is checked first: without its anti-spoofing sets
+//     the vif cannot be protected, so nothing is changed;
+//   - the device is found (and renamed) before anything names it;
+//   - proxy_arp, the flowtable, NAT mode and hardening configure the
+//     device while it is still down;
+//   - conntrack is purged and the neighbours and anti-spoofing elements
+//     are added BEFORE the link comes up, so that no packet of the client
+//     passes before its source address is checked and no flow of an
+//     earlier owner of the address survives;
+//   - the link comes up, then each address gets its route and the hooks
+//     (which expect the route), then the back addresses and proxy_ndp.
+//
+// Offline removes the anti-spoofing elements first (the client loses its
+// right to send at once) together with the vif's flowtable device, in one
+// transaction so that the kernel waits for one RCU grace period; then the
+// conntrack entries, neighbours, routes (each followed by the hooks),
+// back addresses and the NAT namespace.
 package vifroute
 
 import (
@@ -43,11 +67,14 @@ func DefaultOptions() Options {
 
 // Step is one change to the kernel, in the order upstream makes it.
 type Step struct {
+	// Change is what the step changes, as data.
+	Change Change
 	// Desc says what the step does, in the terms of the shell commands it
 	// replaces; --dry-run prints it.
 	Desc string
 	// Do makes the change and returns how to revert exactly what it
-	// changed (nil when it changed nothing or cannot be reverted).
+	// changed (nil when it changed nothing or cannot be reverted), also
+	// when it fails after changing part of it.
 	Do func(k *Kernel) (undo func() error, err error)
 }
 
@@ -58,30 +85,34 @@ func Describe(w io.Writer, steps []Step) {
 	}
 }
 
-// Apply runs the steps in order. When one fails it undoes the completed
-// steps in reverse (rollback=true, for online) and returns the failure.
+// Apply runs the steps in order and returns the facts they learnt. When
+// one fails it undoes the completed steps, and the part of the failed one
+// it reported, in reverse (rollback=true, for online) and returns the
+// failure.
 // inject, when not nil, is called before each step and may fail it: the
 // tests use it to prove that a failure at any point leaves nothing behind.
-func Apply(ctx context.Context, k *Kernel, steps []Step, rollback bool, inject func(i int, s Step) error) error {
+func Apply(ctx context.Context, k *Kernel, steps []Step, rollback bool, inject func(i int, s Step) error) (Facts, error) {
 	var undos undoStack
 	for i, s := range steps {
 		if err := ctx.Err(); err != nil {
-			return unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
+			return k.facts, unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
 		}
 		if inject != nil {
 			if err := inject(i, s); err != nil {
-				return unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
+				return k.facts, unwind(k.log, undos, rollback, fmt.Errorf("%s: %w", s.Desc, err))
 			}
 		}
 		start := time.Now()
 		undo, err := s.Do(k)
 		k.log.Debug("step", "n", i+1, "do", s.Desc, "took", time.Since(start))
-		if err != nil {
-			return unwind(k.log, undos, rollback, err)
-		}
+		// A step that fails half-way returns the undo of its own part
+		// together with the error.
 		undos.push(undo)
+		if err != nil {
+			return k.facts, unwind(k.log, undos, rollback, err)
+		}
 	}
-	return nil
+	return k.facts, nil
 }
 
 func unwind(log *slog.Logger, undos undoStack, rollback bool, cause error) error {
@@ -141,5 +172,9 @@ func Run(ctx context.Context, inv hotplug.Invocation, src Sources, opts Options,
 		return err
 	}
 	defer k.Close()
-	return Apply(ctx, k, steps, in.Action == hotplug.Online, nil)
+	facts, err := Apply(ctx, k, steps, in.Action == hotplug.Online, nil)
+	if facts.Link != nil {
+		log.Debug("applied", "device", facts.Link.Attrs().Name, "ipv6", facts.IPv6)
+	}
+	return err
 }
