@@ -1,13 +1,14 @@
 package dnat
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/internal/nfnl"
 )
 
 // The tables and the DNAT chain this package owns, in the base ruleset's
@@ -41,22 +42,26 @@ func (c chain) base() *nftables.Chain {
 func (c chain) String() string { return c.family.name + " " + TableName + " " + c.name }
 
 // NFT reads and replaces the chains through nftables netlink, in the
-// network namespace its connection options select (the caller's by
-// default).
+// network namespace netns refers to (an open file descriptor; 0 means the
+// caller's).
 type NFT struct {
-	options []nftables.ConnOption
+	netns int
 }
 
-// NewNFT returns an NFT whose connections are opened with options, e.g.
-// nftables.WithNetNSFd to work in another network namespace.
-func NewNFT(options ...nftables.ConnOption) *NFT {
-	return &NFT{options: options}
+// NewNFT returns an NFT working in the network namespace netns refers to
+// (0: the caller's).
+func NewNFT(netns int) *NFT {
+	return &NFT{netns: netns}
 }
 
-// open returns a fresh connection: google/nftables v0.3.0 keeps a failed
-// connection's error forever, so each operation gets its own.
+// open returns a fresh connection for reading: google/nftables v0.3.0
+// keeps a failed connection's error forever, so each operation gets its own.
 func (n *NFT) open() (*nftables.Conn, error) {
-	conn, err := nftables.New(append([]nftables.ConnOption{nftables.AsLasting()}, n.options...)...)
+	options := []nftables.ConnOption{nftables.AsLasting()}
+	if n.netns > 0 {
+		options = append(options, nftables.WithNetNSFd(n.netns))
+	}
+	conn, err := nftables.New(options...)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
 	}
@@ -135,17 +140,13 @@ func sameHook(have, want *nftables.Chain) bool {
 		have.Policy != nil && *have.Policy == *want.Policy
 }
 
-// ErrNotApplied means the kernel accepted the transaction but the chains
-// read back afterwards do not hold the planned rules.
-var ErrNotApplied = errors.New("chains do not hold the planned rules after replacing them")
-
 // Replace installs rules in one transaction: for each chain that must
 // exist, create its table and the chain if missing, delete the chain and
 // create it anew with its hook and rules; delete each chain of this
 // package that exists but must not. Readers therefore see the old chains
 // or the new ones, never none or two, and both families change together.
-// The result is read back (verify), because google/nftables v0.3.0 can miss
-// the error of a batch's last message (google/nftables#329).
+// The batch goes through nfnl, which reads the kernel's verdict on every
+// message (google/nftables v0.3.0 can miss the last one's).
 func (n *NFT) Replace(rules []Rule) error {
 	conn, err := n.open()
 	if err != nil {
@@ -153,49 +154,46 @@ func (n *NFT) Replace(rules []Rule) error {
 	}
 	defer conn.CloseLasting()
 	var names []string
-	for _, c := range chainsOf(rules) {
-		if !c.present() {
-			// Only a chain that is there can be deleted without failing
-			// the whole batch; what is absent needs no message.
-			have, err := readChain(conn, c)
-			if err != nil {
-				return err
+	msgs, err := nfnl.Queued(func(batch *nftables.Conn) error {
+		for _, c := range chainsOf(rules) {
+			if !c.present() {
+				// Only a chain that is there can be deleted without failing
+				// the whole batch; what is absent needs no message.
+				have, err := readChain(conn, c)
+				if err != nil {
+					return err
+				}
+				if have != nil {
+					batch.DelChain(&nftables.Chain{Name: c.name, Table: c.family.nftTable()})
+					names = append(names, "-"+c.String())
+				}
+				continue
 			}
-			if have != nil {
-				conn.DelChain(&nftables.Chain{Name: c.name, Table: c.family.nftTable()})
-				names = append(names, "-"+c.String())
+			t := c.family.nftTable()
+			batch.AddTable(t)
+			// Without hook attributes this succeeds whether or not the chain
+			// exists, even when the existing chain's hook differs from ours.
+			batch.AddChain(&nftables.Chain{Name: c.name, Table: t})
+			batch.DelChain(&nftables.Chain{Name: c.name, Table: t})
+			added := batch.AddChain(c.base())
+			for _, r := range c.rules {
+				batch.AddRule(&nftables.Rule{Table: t, Chain: added, Exprs: r.Exprs()})
 			}
-			continue
+			names = append(names, c.String())
 		}
-		t := c.family.nftTable()
-		conn.AddTable(t)
-		// Without hook attributes this succeeds whether or not the chain
-		// exists, even when the existing chain's hook differs from ours.
-		conn.AddChain(&nftables.Chain{Name: c.name, Table: t})
-		conn.DelChain(&nftables.Chain{Name: c.name, Table: t})
-		added := conn.AddChain(c.base())
-		for _, r := range c.rules {
-			conn.AddRule(&nftables.Rule{Table: t, Chain: added, Exprs: r.Exprs()})
-		}
-		names = append(names, c.String())
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	what := strings.Join(names, ", ")
-	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("replace chains %s: %w", what, err)
-	}
-	return n.verify(rules, what)
-}
-
-// verify reads the chains back after a transaction. It is the one place
-// that works around google/nftables#329, so that it can be switched to a
-// client that reports every message's error.
-func (n *NFT) verify(rules []Rule, what string) error {
-	ok, err := n.Matches(rules)
+	nc, err := nfnl.Dial(n.netns)
 	if err != nil {
-		return fmt.Errorf("verify chains %s: %w", what, err)
+		return err
 	}
-	if !ok {
-		return fmt.Errorf("replace chains %s: %w", what, ErrNotApplied)
+	defer nc.Close()
+	if err := nc.Batch(msgs); err != nil {
+		return fmt.Errorf("replace chains %s: %w", what, err)
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func newNetVM(t testing.TB) (*sandbox.NS, *NFT) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return sb.NetVM, NewNFT(nftables.WithNetNSFd(int(h)))
+	return sb.NetVM, NewNFT(int(h))
 }
 
 // chainJSON is the part of `nft -j list chain` output the tests check.
@@ -183,6 +183,29 @@ func TestReplaceOverOtherBaseChain(t *testing.T) {
 	chain, text, _ := listChain(t, ns)
 	if c := chain[1].Chain; c.Prio != -100 || !slices.Equal(text, ruleStrings(rules)) {
 		t.Fatalf("after Replace: chain %+v rules %q", c, text)
+	}
+}
+
+// TestReplaceRejectedIsReported makes the kernel refuse the transaction (a
+// chain another chain jumps to cannot be deleted): Replace must say so from
+// the kernel's own answer, and the ruleset must be as it was.
+func TestReplaceRejectedIsReported(t *testing.T) {
+	ns, nft := newNetVM(t)
+	nftApply(t, ns, "table ip qubes {\n chain dnat-dns {\n counter\n }\n chain user {\n jump dnat-dns\n }\n}\n")
+	before, err := ns.Exec("nft", "-j", "list", "table", "ip", "qubes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nft.Replace(Plan(addrs("10.139.1.1"), addrs("192.0.2.1")))
+	if err == nil || !strings.Contains(err.Error(), "ip qubes dnat-dns") {
+		t.Fatalf("Replace over a chain in use = %v, want the kernel's refusal naming the chain", err)
+	}
+	after, err := ns.Exec("nft", "-j", "list", "table", "ip", "qubes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatalf("a refused Replace changed table ip qubes:\nbefore %s\nafter  %s", before, after)
 	}
 }
 

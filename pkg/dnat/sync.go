@@ -67,7 +67,7 @@ func DefaultConfig(logger *slog.Logger) Config {
 		BusTimeout:    DefaultBusTimeout,
 		LockPath:      DefaultLockPath,
 		LockTimeout:   DefaultLockTimeout,
-		NFT:           NewNFT(),
+		NFT:           NewNFT(0),
 		Logger:        logger,
 	}
 }
