@@ -18,12 +18,12 @@ import (
 
 	"github.com/google/nftables"
 
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/flowoffload"
 	"github.com/qubes-netvm/qnet/pkg/nftverify"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
 )
 
 // The rules of the offload chain as `nft -j` prints their expressions,
@@ -41,7 +41,7 @@ var wantAccelRules = []string{
 // configured by hand, rebuilds it as vifs come and go, and proves that a
 // client's TCP connection to the upstream is offloaded.
 func TestFlowtableOffloadsClientTCP(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	client := addClient(t, s, 5)
 	configureVifByHand(t, s, client)
 
@@ -94,10 +94,10 @@ func TestVifRouteQubesRebuildsFlowtable(t *testing.T) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the built binary is missing (run make build): %v", err)
 	}
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	dir := t.TempDir()
 	xenstore := map[string]string{}
-	qdb, err := qubesdbfake.Start(filepath.Join(dir, "qubesdb.sock"), map[string]string{
+	qdb, err := fakeqdb.Start(filepath.Join(dir, "qubesdb.sock"), map[string]string{
 		"/qubes-netvm-gateway":       sandbox.DefaultGateway,
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",
@@ -115,7 +115,7 @@ func TestVifRouteQubesRebuildsFlowtable(t *testing.T) {
 		xenstore[base+"/mac"] = clients[domid].Spec.MAC
 		xenstore[base+"/type"] = "vif"
 	}
-	xs, err := xenstorefake.Start(filepath.Join(dir, "xenstore.sock"), xenstore)
+	xs, err := fakexs.Start(filepath.Join(dir, "xenstore.sock"), xenstore)
 	if err != nil {
 		t.Fatalf("start fake XenStore: %v", err)
 	}

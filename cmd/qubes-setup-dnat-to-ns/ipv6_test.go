@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // The IPv6 side of a client qube, as Qubes numbers it.
@@ -304,7 +304,7 @@ func TestWatchIPv6(t *testing.T) {
 		}
 	}
 	c := addDualClient(t, e.sb)
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	e.setBus(address) // a bus, but resolved not running yet: resolv.conf counts
 	startWatch(t, e)
 	answeredBy := func(resolver string) func() bool {

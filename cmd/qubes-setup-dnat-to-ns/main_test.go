@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/resolved/resolvedtest"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
 )
 
 // binary is the command under test, built once by TestMain.
@@ -25,7 +25,7 @@ var binary string
 func TestMain(m *testing.M) {
 	var cleanup func()
 	var err error
-	if binary, cleanup, err = sandboxtest.Binary("qubes-setup-dnat-to-ns"); err != nil {
+	if binary, cleanup, err = testsupport.Binary("qubes-setup-dnat-to-ns"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -62,7 +62,7 @@ func TestFlags(t *testing.T) {
 // env is one network qube with the inputs the binary reads.
 type env struct {
 	sb         *sandbox.Sandbox
-	db         *qubesdbfake.Server
+	db         *fakeqdb.Server
 	resolvConf string
 	flag       string   // the qubes-firewall service flag path (absent unless created)
 	lock       string   // the lock file serialising runs
@@ -71,10 +71,10 @@ type env struct {
 
 func newEnv(t testing.TB, resolvConf string) *env {
 	t.Helper()
-	sb := sandboxtest.New(t, sandbox.Options{})
+	sb := testsupport.New(t, sandbox.Options{})
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "qubesdb.sock")
-	db, err := qubesdbfake.Start(socket, map[string]string{
+	db, err := fakeqdb.Start(socket, map[string]string{
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",
 	})
@@ -219,8 +219,8 @@ func TestOneShot(t *testing.T) {
 
 	// A change with the qubes-firewall service enabled reloads it through
 	// systemd on the system bus.
-	address := systemdtest.StartBus(t)
-	manager := systemdtest.StartManager(t, address)
+	address := systembus.StartBus(t)
+	manager := systembus.StartManager(t, address)
 	e.setBus(address)
 	if err := os.WriteFile(e.flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -229,7 +229,7 @@ func TestOneShot(t *testing.T) {
 	if code, _, stderr := e.runBinary(t); code != 0 {
 		t.Fatalf("run after a DNS change: exit %d; stderr %s", code, stderr)
 	}
-	wantJob := systemdtest.Job{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"}
+	wantJob := systembus.Job{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"}
 	if jobs := manager.PendingJobs(); len(jobs) != 1 || jobs[0] != wantJob {
 		t.Fatalf("systemd jobs %+v, want only %+v", jobs, wantJob)
 	}
@@ -430,7 +430,7 @@ func TestWatch(t *testing.T) {
 	}
 	c := addClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	e.setBus(address) // a bus, but resolved not running yet: resolv.conf counts
 	startWatch(t, e)
 
@@ -498,7 +498,7 @@ func must(t *testing.T, err error) {
 // addresses change, which is when such a DNS change happens.
 func TestWatchNetlinkEvent(t *testing.T) {
 	e := newEnv(t, "")
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	fake := startSilentResolved(t, address, "192.0.2.1")
 	e.setBus(address)
 	startWatch(t, e)
@@ -516,7 +516,7 @@ func TestWatchNetlinkEvent(t *testing.T) {
 }
 
 // resolvedFake is a fake systemd-resolved publishing global servers.
-type resolvedFake struct{ r *resolvedtest.Resolved }
+type resolvedFake struct{ r *fakeresolved.Resolved }
 
 func globalServers(addrs []string) []resolved.Server {
 	var servers []resolved.Server
@@ -534,13 +534,13 @@ func globalServers(addrs []string) []resolved.Server {
 // startResolved starts a resolved that signals changes, as current
 // systemd does.
 func startResolved(t *testing.T, address string, addrs ...string) *resolvedFake {
-	return &resolvedFake{resolvedtest.Start(t, address, globalServers(addrs), true)}
+	return &resolvedFake{fakeresolved.Start(t, address, globalServers(addrs), true)}
 }
 
 // startSilentResolved starts a resolved that changes its servers without
 // a signal.
 func startSilentResolved(t *testing.T, address string, addrs ...string) *resolvedFake {
-	return &resolvedFake{resolvedtest.Start(t, address, globalServers(addrs), false)}
+	return &resolvedFake{fakeresolved.Start(t, address, globalServers(addrs), false)}
 }
 
 func (f *resolvedFake) set(addrs ...string) { f.r.SetDNS(globalServers(addrs)) }

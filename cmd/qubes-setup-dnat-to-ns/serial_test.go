@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // holdsOpen reports whether process pid has path open.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // BenchmarkHotplug measures the whole process, run exactly as Xen runs it,
@@ -54,9 +54,9 @@ func BenchmarkHotplug(b *testing.B) {
 				online, offline, cycle = append(online, on), append(offline, off), append(cycle, on+off)
 			}
 			b.StopTimer()
-			sandboxtest.ReportPercentiles(b, "online", online)
-			sandboxtest.ReportPercentiles(b, "offline", offline)
-			sandboxtest.ReportPercentiles(b, "cycle", cycle)
+			testsupport.ReportPercentiles(b, "online", online)
+			testsupport.ReportPercentiles(b, "offline", offline)
+			testsupport.ReportPercentiles(b, "cycle", cycle)
 			b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
 		})
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 func (d *demo) xenstoreSocket() string { return filepath.Join(d.dir, "xenstored.sock") }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // binDir holds the demo and the two project binaries, built once.

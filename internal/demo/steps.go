@@ -9,9 +9,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // demo is one run: the sandbox, the fake daemons and what the steps found.
@@ -22,8 +22,8 @@ type demo struct {
 
 	dir    string // sockets, resolv.conf, lock file, hooks: removed at exit even when kept
 	sb     *sandbox.Sandbox
-	xs     *xenstorefake.Server
-	db     *qubesdbfake.Server
+	xs     *fakexs.Server
+	db     *fakeqdb.Server
 	step   int  // number of the step running, for its verdict lines
 	failed bool // a check failed
 	// baseline is the network qube's kernel state before any vif existed.
@@ -122,7 +122,7 @@ func (d *demo) setUp() error {
 			return err
 		}
 	}
-	if d.xs, err = xenstorefake.Start(d.xenstoreSocket(), nil); err != nil {
+	if d.xs, err = fakexs.Start(d.xenstoreSocket(), nil); err != nil {
 		return err
 	}
 	qdb := map[string]string{
@@ -153,7 +153,7 @@ func (d *demo) setUp() error {
 		}
 		details = append(details, line)
 	}
-	if d.db, err = qubesdbfake.Start(d.qubesdbSocket(), qdb); err != nil {
+	if d.db, err = fakeqdb.Start(d.qubesdbSocket(), qdb); err != nil {
 		return err
 	}
 	d.check(true, fmt.Sprintf("sandbox: netvm %s with the base ruleset, %d clients", d.sb.NetVM.Name, len(d.clients)), details...)

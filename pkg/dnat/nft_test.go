@@ -16,15 +16,15 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // newNetVM returns a sandbox network qube (base ruleset loaded, no
 // dnat-dns chain) and an NFT working inside it.
 func newNetVM(t testing.TB) (*sandbox.NS, *NFT) {
 	t.Helper()
-	sb := sandboxtest.New(t, sandbox.Options{})
+	sb := testsupport.New(t, sandbox.Options{})
 	h, err := sb.NetVM.Handle()
 	if err != nil {
 		t.Fatal(err)

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/resolved/resolvedtest"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
 )
 
 const testBusTimeout = 300 * time.Millisecond
@@ -27,7 +27,7 @@ func testConfig(t *testing.T, nft *NFT, qdb map[string]string, resolvConf string
 	t.Helper()
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "qubesdb.sock")
-	db, err := qubesdbfake.Start(socket, qdb)
+	db, err := fakeqdb.Start(socket, qdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestPreviewDNSSources(t *testing.T) {
 	fromConf := addrs("192.0.2.10", "192.0.2.11")
 	withBus := func(serve func(t *testing.T, address string)) func(t *testing.T) string {
 		return func(t *testing.T) string {
-			address := systemdtest.StartBus(t)
+			address := systembus.StartBus(t)
 			serve(t, address)
 			return address
 		}
@@ -80,19 +80,19 @@ func TestPreviewDNSSources(t *testing.T) {
 		wantErr    bool
 	}{
 		{"no bus at all", func(t *testing.T) string { return noBus(t) }, fromConf, "conf", false},
-		{"bus never answers", func(t *testing.T) string { return systemdtest.SilentBus(t) }, fromConf, "conf", false},
+		{"bus never answers", func(t *testing.T) string { return systembus.SilentBus(t) }, fromConf, "conf", false},
 		{"resolved not running", withBus(func(t *testing.T, a string) {}), fromConf, "conf", false},
-		{"resolved answers null", withBus(func(t *testing.T, a string) { resolvedtest.StartNull(t, a) }), fromConf, "conf", false},
+		{"resolved answers null", withBus(func(t *testing.T, a string) { fakeresolved.StartNull(t, a) }), fromConf, "conf", false},
 		{"resolved global and per-link servers", withBus(func(t *testing.T, a string) {
-			resolvedtest.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), {Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)}, true)
+			fakeresolved.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), {Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)}, true)
 		}), addrs("1.1.1.1", "1.0.0.1"), "systemd-resolved", false},
 		{"resolved per-link servers only", withBus(func(t *testing.T, a string) {
-			resolvedtest.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(3, 8, 8, 8, 8)}, false)
+			fakeresolved.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(3, 8, 8, 8, 8)}, false)
 		}), addrs("9.9.9.9", "8.8.8.8"), "systemd-resolved", false},
 		{"resolved has no IPv4 server: drop, no fallback", withBus(func(t *testing.T, a string) {
-			resolvedtest.Start(t, a, []resolved.Server{{Ifindex: 0, Family: 10, Address: make([]byte, 16)}}, true)
+			fakeresolved.Start(t, a, []resolved.Server{{Ifindex: 0, Family: 10, Address: make([]byte, 16)}}, true)
 		}), nil, "systemd-resolved", false},
-		{"resolved never answers", withBus(func(t *testing.T, a string) { resolvedtest.StartSilent(t, a) }), nil, "", true},
+		{"resolved never answers", withBus(func(t *testing.T, a string) { fakeresolved.StartSilent(t, a) }), nil, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,8 +169,8 @@ func TestPreviewWithoutQubesDBFails(t *testing.T) {
 // systemctl --no-block try-reload-or-restart uses.
 func TestSyncSystemdJobs(t *testing.T) {
 	ns, nft := newNetVM(t)
-	address := systemdtest.StartBus(t)
-	manager := systemdtest.StartManager(t, address)
+	address := systembus.StartBus(t)
+	manager := systembus.StartManager(t, address)
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
 	cfg := testConfig(t, nft, bothVirtual, "nameserver 192.0.2.1\n")
 	cfg.RestartOnChange = []string{"qubes-updates-proxy.service"}
@@ -181,7 +181,7 @@ func TestSyncSystemdJobs(t *testing.T) {
 	if err != nil || !res.Changed {
 		t.Fatalf("first Sync = %+v, %v; want a change", res, err)
 	}
-	want := []systemdtest.Job{
+	want := []systembus.Job{
 		{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"},
 		{Method: "TryRestartUnit", Unit: "qubes-updates-proxy.service", Mode: "replace"},
 	}
@@ -224,8 +224,8 @@ func TestSyncKeepsChainOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, before, _ := listChain(t, ns)
-	address := systemdtest.StartBus(t)
-	resolvedtest.StartSilent(t, address)
+	address := systembus.StartBus(t)
+	fakeresolved.StartSilent(t, address)
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
 	if err := os.WriteFile(cfg.ResolvConf, []byte("nameserver 127.0.0.53\n"), 0o644); err != nil {
 		t.Fatal(err)

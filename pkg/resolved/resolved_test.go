@@ -11,9 +11,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/resolved/resolvedtest"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
 )
 
 func v4(ifindex int32, a, b, c, d byte) resolved.Server {
@@ -102,17 +102,17 @@ func TestDNS(t *testing.T) {
 		wantUnavailable bool
 		wantErr         bool
 	}{
-		{"servers", func(t *testing.T, a string) { resolvedtest.Start(t, a, servers, true) }, servers, false, false},
-		{"empty list is an answer, not a fallback", func(t *testing.T, a string) { resolvedtest.Start(t, a, nil, true) }, nil, false, false},
+		{"servers", func(t *testing.T, a string) { fakeresolved.Start(t, a, servers, true) }, servers, false, false},
+		{"empty list is an answer, not a fallback", func(t *testing.T, a string) { fakeresolved.Start(t, a, nil, true) }, nil, false, false},
 		{"service unknown", func(t *testing.T, a string) {}, nil, true, true},
-		{"null property", func(t *testing.T, a string) { resolvedtest.StartNull(t, a) }, nil, true, true},
-		{"resolved never answers", func(t *testing.T, a string) { resolvedtest.StartSilent(t, a) }, nil, false, true},
+		{"null property", func(t *testing.T, a string) { fakeresolved.StartNull(t, a) }, nil, true, true},
+		{"resolved never answers", func(t *testing.T, a string) { fakeresolved.StartSilent(t, a) }, nil, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			address := systemdtest.StartBus(t)
+			address := systembus.StartBus(t)
 			tt.serve(t, address)
-			conn := systemdtest.Connect(t, address)
+			conn := systembus.Connect(t, address)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			got, err := resolved.DNS(ctx, conn)
@@ -132,8 +132,8 @@ func TestDNS(t *testing.T) {
 }
 
 func TestWatchDNS(t *testing.T) {
-	address := systemdtest.StartBus(t)
-	conn := systemdtest.Connect(t, address)
+	address := systembus.StartBus(t)
+	conn := systembus.Connect(t, address)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	changes := make(chan struct{}, 64)
@@ -149,7 +149,7 @@ func TestWatchDNS(t *testing.T) {
 		}
 	}
 	waitChange("subscribing")
-	owner := systemdtest.Connect(t, address)
+	owner := systembus.Connect(t, address)
 	if _, err := owner.RequestName(resolved.BusName, dbus.NameFlagDoNotQueue); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestWatchDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitChange("resolved leaving the bus")
-	fake := resolvedtest.Start(t, address, []resolved.Server{v4(0, 1, 1, 1, 1)}, true)
+	fake := fakeresolved.Start(t, address, []resolved.Server{v4(0, 1, 1, 1, 1)}, true)
 	waitChange("resolved appearing again")
 	fake.SetDNS([]resolved.Server{v4(0, 8, 8, 8, 8)})
 	waitChange("a PropertiesChanged on DNS")

@@ -9,7 +9,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 )
 
 func TestConnectSystemBus(t *testing.T) {
@@ -18,9 +18,9 @@ func TestConnectSystemBus(t *testing.T) {
 		address func(t testing.TB) string
 		wantErr string // empty: must connect
 	}{
-		{"private bus", systemdtest.StartBus, ""},
+		{"private bus", systembus.StartBus, ""},
 		{"no socket", func(t testing.TB) string { return "unix:path=" + t.TempDir() + "/none.sock" }, "connect to the system bus"},
-		{"bus never answers", systemdtest.SilentBus, "no answer within"},
+		{"bus never answers", systembus.SilentBus, "no answer within"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,8 +41,8 @@ func TestConnectSystemBus(t *testing.T) {
 }
 
 func TestJobsReachTheManager(t *testing.T) {
-	address := systemdtest.StartBus(t)
-	manager := systemdtest.StartManager(t, address)
+	address := systembus.StartBus(t)
+	manager := systembus.StartManager(t, address)
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
 	conn, err := ConnectSystemBus(context.Background(), 2*time.Second)
 	if err != nil {
@@ -57,7 +57,7 @@ func TestJobsReachTheManager(t *testing.T) {
 	if err := TryRestartUnit(ctx, conn, "qubes-updates-proxy.service"); err != nil {
 		t.Fatalf("TryRestartUnit: %v", err)
 	}
-	want := []systemdtest.Job{
+	want := []systembus.Job{
 		{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"},
 		{Method: "TryRestartUnit", Unit: "qubes-updates-proxy.service", Mode: "replace"},
 	}
@@ -68,7 +68,7 @@ func TestJobsReachTheManager(t *testing.T) {
 }
 
 func TestJobWithoutManagerFails(t *testing.T) {
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
 	conn, err := ConnectSystemBus(context.Background(), 2*time.Second)
 	if err != nil {

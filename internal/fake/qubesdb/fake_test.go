@@ -1,4 +1,4 @@
-package qubesdbfake_test
+package qubesdb_test
 
 import (
 	"errors"
@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 )
 
-func start(t *testing.T, initial map[string]string) (*qubesdbfake.Server, string) {
+func start(t *testing.T, initial map[string]string) (*fakeqdb.Server, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "qdbwire.sock")
-	srv, err := qubesdbfake.Start(sock, initial)
+	sock := filepath.Join(t.TempDir(), "qdb.sock")
+	srv, err := fakeqdb.Start(sock, initial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,9 +47,9 @@ func dialRaw(t *testing.T, sock string) *raw {
 	return &raw{t: t, nc: nc}
 }
 
-func (r *raw) send(typ qdbwire.MsgType, path string, data []byte) {
+func (r *raw) send(typ qdb.MsgType, path string, data []byte) {
 	r.t.Helper()
-	b, err := qdbwire.Marshal(qdbwire.Header{Type: typ, Path: path, DataLen: uint32(len(data))})
+	b, err := qdb.Marshal(qdb.Header{Type: typ, Path: path, DataLen: uint32(len(data))})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -59,12 +59,12 @@ func (r *raw) send(typ qdbwire.MsgType, path string, data []byte) {
 }
 
 // recv reads one message: its header and data.
-func (r *raw) recv() (qdbwire.Header, string, error) {
-	var buf [qdbwire.HeaderSize]byte
+func (r *raw) recv() (qdb.Header, string, error) {
+	var buf [qdb.HeaderSize]byte
 	if _, err := io.ReadFull(r.nc, buf[:]); err != nil {
-		return qdbwire.Header{}, "", err
+		return qdb.Header{}, "", err
 	}
-	h, err := qdbwire.Unmarshal(buf[:])
+	h, err := qdb.Unmarshal(buf[:])
 	if err != nil {
 		return h, "", err
 	}
@@ -73,7 +73,7 @@ func (r *raw) recv() (qdbwire.Header, string, error) {
 	return h, string(data), err
 }
 
-func (r *raw) mustRecv() (qdbwire.Header, string) {
+func (r *raw) mustRecv() (qdb.Header, string) {
 	r.t.Helper()
 	h, data, err := r.recv()
 	if err != nil {
@@ -85,8 +85,8 @@ func (r *raw) mustRecv() (qdbwire.Header, string) {
 // readsStillWork proves the connection is still in step after a refusal.
 func (r *raw) readsStillWork() {
 	r.t.Helper()
-	r.send(qdbwire.CmdRead, "/x", nil)
-	if h, data := r.mustRecv(); h.Type != qdbwire.RespRead || h.Path != "/x" || data != "1" {
+	r.send(qdb.CmdRead, "/x", nil)
+	if h, data := r.mustRecv(); h.Type != qdb.RespRead || h.Path != "/x" || data != "1" {
 		r.t.Fatalf("READ /x after a refusal = %+v %q", h, data)
 	}
 }
@@ -95,23 +95,23 @@ func TestInvalidRequestsAnswerError(t *testing.T) {
 	_, sock := start(t, map[string]string{"/x": "1"})
 	tests := []struct {
 		name string
-		typ  qdbwire.MsgType
+		typ  qdb.MsgType
 		path string
 		data []byte
 	}{
-		{"forbidden character", qdbwire.CmdRead, "/a b", nil},
-		{"leading dash", qdbwire.CmdRead, "-a", nil},
+		{"forbidden character", qdb.CmdRead, "/a b", nil},
+		{"leading dash", qdb.CmdRead, "-a", nil},
 		{"unknown type", 42, "/x", []byte("junk")},
-		{"response type as command", qdbwire.RespOK, "/x", nil},
-		{"data_len at MaxData", qdbwire.CmdWrite, "/x", make([]byte, qdbwire.MaxData)},
-		{"write, which nothing here sends", qdbwire.CmdWrite, "/x", []byte("v")},
-		{"multiread, which nothing here sends", qdbwire.CmdMultiread, "/", nil},
+		{"response type as command", qdb.RespOK, "/x", nil},
+		{"data_len at MaxData", qdb.CmdWrite, "/x", make([]byte, qdb.MaxData)},
+		{"write, which nothing here sends", qdb.CmdWrite, "/x", []byte("v")},
+		{"multiread, which nothing here sends", qdb.CmdMultiread, "/", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := dialRaw(t, sock)
 			r.send(tt.typ, tt.path, tt.data)
-			if h, _ := r.mustRecv(); h.Type != qdbwire.RespError || h.Path != tt.path || h.DataLen != 0 {
+			if h, _ := r.mustRecv(); h.Type != qdb.RespError || h.Path != tt.path || h.DataLen != 0 {
 				t.Fatalf("reply %+v, want RESP_ERROR for %q", h, tt.path)
 			}
 			r.readsStillWork()
@@ -125,22 +125,22 @@ func TestReadAnswers(t *testing.T) {
 	r := dialRaw(t, sock)
 	for _, tt := range []struct {
 		path string
-		want qdbwire.Header
+		want qdb.Header
 		data string
 	}{
-		{"/x", qdbwire.Header{Type: qdbwire.RespRead, Path: "/x", DataLen: 1}, "1"},
-		{"/empty", qdbwire.Header{Type: qdbwire.RespRead, Path: "/empty"}, ""},
-		{"/absent", qdbwire.Header{Type: qdbwire.RespErrorNoent, Path: "/absent"}, ""},
-		{"/broken", qdbwire.Header{Type: qdbwire.RespError, Path: "/broken"}, ""},
+		{"/x", qdb.Header{Type: qdb.RespRead, Path: "/x", DataLen: 1}, "1"},
+		{"/empty", qdb.Header{Type: qdb.RespRead, Path: "/empty"}, ""},
+		{"/absent", qdb.Header{Type: qdb.RespErrorNoent, Path: "/absent"}, ""},
+		{"/broken", qdb.Header{Type: qdb.RespError, Path: "/broken"}, ""},
 	} {
-		r.send(qdbwire.CmdRead, tt.path, nil)
+		r.send(qdb.CmdRead, tt.path, nil)
 		if h, data := r.mustRecv(); h != tt.want || data != tt.data {
 			t.Errorf("READ %s = %+v %q, want %+v %q", tt.path, h, data, tt.want, tt.data)
 		}
 	}
 	srv.Delete("/x")
-	r.send(qdbwire.CmdRead, "/x", nil)
-	if h, _ := r.mustRecv(); h.Type != qdbwire.RespErrorNoent {
+	r.send(qdb.CmdRead, "/x", nil)
+	if h, _ := r.mustRecv(); h.Type != qdb.RespErrorNoent {
 		t.Errorf("READ /x after Delete = %+v, want RESP_ERROR_NOENT", h)
 	}
 }
@@ -148,7 +148,7 @@ func TestReadAnswers(t *testing.T) {
 func TestReadWithDataDisconnects(t *testing.T) {
 	_, sock := start(t, map[string]string{"/x": "1"})
 	r := dialRaw(t, sock)
-	r.send(qdbwire.CmdRead, "/x", []byte("d"))
+	r.send(qdb.CmdRead, "/x", []byte("d"))
 	// Closing with unread request data makes the kernel send a reset.
 	if h, _, err := r.recv(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("after a READ with data: got %+v, %v; want the connection closed", h, err)
@@ -159,7 +159,7 @@ func TestStallReleasedByClose(t *testing.T) {
 	srv, sock := start(t, map[string]string{"/slow": "x"})
 	srv.Stall("/slow")
 	r := dialRaw(t, sock)
-	r.send(qdbwire.CmdRead, "/slow", nil)
+	r.send(qdb.CmdRead, "/slow", nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(srv.Requests()) == 0 {
 		if time.Now().After(deadline) {
@@ -183,7 +183,7 @@ func TestStallReleasedByClose(t *testing.T) {
 
 func TestStartOnTakenSocket(t *testing.T) {
 	_, sock := start(t, nil)
-	if srv, err := qubesdbfake.Start(sock, nil); err == nil {
+	if srv, err := fakeqdb.Start(sock, nil); err == nil {
 		srv.Close()
 		t.Fatal("second Start on the same socket succeeded")
 	} else if !strings.Contains(err.Error(), sock) {

@@ -1,4 +1,4 @@
-package xenstorefake_test
+package xenstore_test
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
 )
 
 // TestRealClients drives the fake with Debian's xenstore-utils through
@@ -31,7 +31,7 @@ func TestRealClients(t *testing.T) {
 		wantExit   int
 		wantStdout string
 		// check inspects the store afterwards.
-		check func(t *testing.T, s *xenstorefake.Server)
+		check func(t *testing.T, s *fakexs.Server)
 	}{
 		{
 			name:       "read found, relative path",
@@ -51,20 +51,20 @@ func TestRealClients(t *testing.T) {
 		{
 			name: "write one pair",
 			args: []string{"xenstore-write", vif + "/hotplug-status", "connected"},
-			check: func(t *testing.T, s *xenstorefake.Server) {
-				want := []xenstorefake.Write{{Path: vif + "/hotplug-status", Value: "connected"}}
+			check: func(t *testing.T, s *fakexs.Server) {
+				want := []fakexs.Write{{Path: vif + "/hotplug-status", Value: "connected"}}
 				assertWrites(t, s, want)
 			},
 		},
 		{
 			name: "write two pairs commits one transaction",
 			args: []string{"xenstore-write", "backend/vif/5/0/hotplug-error", "bad mac", "backend/vif/5/0/hotplug-status", "error"},
-			check: func(t *testing.T, s *xenstorefake.Server) {
+			check: func(t *testing.T, s *fakexs.Server) {
 				w := s.Writes()
 				if len(w) != 2 || w[0].Tx == 0 || w[0].Tx != w[1].Tx {
 					t.Fatalf("writes %+v, want two in one transaction", w)
 				}
-				assertWrites(t, s, []xenstorefake.Write{
+				assertWrites(t, s, []fakexs.Write{
 					{Path: vif + "/hotplug-error", Value: "bad mac", Tx: w[0].Tx},
 					{Path: vif + "/hotplug-status", Value: "error", Tx: w[0].Tx},
 				})
@@ -78,7 +78,7 @@ func TestRealClients(t *testing.T) {
 		{
 			name: "rm subtree",
 			args: []string{"xenstore-rm", "backend/vif/5"},
-			check: func(t *testing.T, s *xenstorefake.Server) {
+			check: func(t *testing.T, s *fakexs.Server) {
 				if _, ok := s.Get(vif + "/mac"); ok {
 					t.Error("mac still present after xenstore-rm of its grandparent")
 				}
@@ -95,7 +95,7 @@ func TestRealClients(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			socket := filepath.Join(t.TempDir(), "xenstored.sock")
-			s, err := xenstorefake.Start(socket, map[string]string{
+			s, err := fakexs.Start(socket, map[string]string{
 				"backend/vif/5/0/mac":  "00:16:3e:5e:6c:00",
 				"backend/vif/5/0/ip":   "10.137.0.5 fd09:24ef:4179::a89:5",
 				"backend/vif/5/0/type": "vif",
@@ -130,7 +130,7 @@ func TestRealClients(t *testing.T) {
 	}
 }
 
-func assertWrites(t *testing.T, s *xenstorefake.Server, want []xenstorefake.Write) {
+func assertWrites(t *testing.T, s *fakexs.Server, want []fakexs.Write) {
 	t.Helper()
 	got := s.Writes()
 	if len(got) != len(want) {

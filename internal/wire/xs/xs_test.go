@@ -1,4 +1,4 @@
-package xswire
+package xs
 
 import (
 	"bytes"

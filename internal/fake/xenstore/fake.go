@@ -1,8 +1,8 @@
-// Package xenstorefake is an in-memory XenStore daemon on a Unix socket for
+// Package xenstore is an in-memory XenStore daemon on a Unix socket for
 // tests. It speaks the real wire protocol, so this project's client and
 // Debian's xenstore-* tools (through XENSTORED_PATH) can both use it, and it
 // can be told to fail, stall or refuse commits.
-package xenstorefake
+package xenstore
 
 import (
 	"fmt"
@@ -12,9 +12,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/qubes-netvm/qnet/pkg/xenstore/internal/xswire"
+	"github.com/qubes-netvm/qnet/internal/wire/xs"
 
-	"github.com/qubes-netvm/qnet/internal/unixserver"
+	"github.com/qubes-netvm/qnet/internal/fake"
 )
 
 // DefaultHome is where relative paths resolve: the fake plays dom0, the
@@ -40,7 +40,7 @@ func WithHome(home string) Option {
 
 // Server is the fake daemon. Its methods are safe for concurrent use.
 type Server struct {
-	srv  *unixserver.Server
+	srv  *fake.Server
 	home string
 
 	mu            sync.Mutex
@@ -78,7 +78,7 @@ func Start(socketPath string, initial map[string]string, opts ...Option) (*Serve
 	for path, value := range initial {
 		s.nodes.write(s.resolve(path), value)
 	}
-	srv, err := unixserver.Listen(socketPath, s.serve)
+	srv, err := fake.Listen(socketPath, s.serve)
 	if err != nil {
 		return nil, fmt.Errorf("start fake xenstored: %w", err)
 	}
@@ -157,7 +157,7 @@ func (s *Server) resolve(path string) string {
 func (s *Server) serve(c net.Conn) {
 	defer s.drop(c)
 	for {
-		req, payload, err := xswire.ReadMsg(c)
+		req, payload, err := xs.ReadMsg(c)
 		if err != nil {
 			return
 		}
@@ -165,8 +165,8 @@ func (s *Server) serve(c net.Conn) {
 		if !answer {
 			continue
 		}
-		reply := xswire.Header{Type: typ, ReqID: req.ReqID, TxID: req.TxID}
-		if err := xswire.WriteMsg(c, reply, body); err != nil {
+		reply := xs.Header{Type: typ, ReqID: req.ReqID, TxID: req.TxID}
+		if err := xs.WriteMsg(c, reply, body); err != nil {
 			return
 		}
 	}
@@ -184,32 +184,32 @@ func (s *Server) drop(c net.Conn) {
 }
 
 // errReply is an ERROR reply's payload.
-func errReply(name string) (xswire.Type, []byte, bool) {
-	return xswire.Error, append([]byte(name), 0), true
+func errReply(name string) (xs.Type, []byte, bool) {
+	return xs.Error, append([]byte(name), 0), true
 }
 
 var okReply = []byte("OK\x00")
 
 // handle computes the reply to one request; answer is false for a
 // stalled one.
-func (s *Server) handle(c net.Conn, req xswire.Header, payload []byte) (typ xswire.Type, body []byte, answer bool) {
+func (s *Server) handle(c net.Conn, req xs.Header, payload []byte) (typ xs.Type, body []byte, answer bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch req.Type {
-	case xswire.TransactionStart:
+	case xs.TransactionStart:
 		s.lastTx++
 		s.txs[s.lastTx] = &transaction{owner: c, nodes: s.nodes.clone()}
 		return req.Type, append(strconv.AppendUint(nil, uint64(s.lastTx), 10), 0), true
-	case xswire.TransactionEnd:
+	case xs.TransactionEnd:
 		return s.endTransaction(c, req.TxID, string(payload))
-	case xswire.Read, xswire.Write, xswire.Directory, xswire.Rm, xswire.GetPerms:
+	case xs.Read, xs.Write, xs.Directory, xs.Rm, xs.GetPerms:
 		return s.nodeRequest(c, req, payload)
 	default:
 		return errReply("ENOSYS")
 	}
 }
 
-func (s *Server) endTransaction(c net.Conn, id uint32, payload string) (xswire.Type, []byte, bool) {
+func (s *Server) endTransaction(c net.Conn, id uint32, payload string) (xs.Type, []byte, bool) {
 	tx, ok := s.txs[id]
 	if !ok || tx.owner != c {
 		return errReply("ENOENT")
@@ -229,7 +229,7 @@ func (s *Server) endTransaction(c net.Conn, id uint32, payload string) (xswire.T
 	default:
 		return errReply("EINVAL")
 	}
-	return xswire.TransactionEnd, okReply, true
+	return xs.TransactionEnd, okReply, true
 }
 
 func (s *Server) apply(change Write) {
@@ -243,9 +243,9 @@ func (s *Server) apply(change Write) {
 
 // nodeRequest answers the requests that name one node: "path\0", or
 // "path\0value" for a write.
-func (s *Server) nodeRequest(c net.Conn, req xswire.Header, payload []byte) (xswire.Type, []byte, bool) {
+func (s *Server) nodeRequest(c net.Conn, req xs.Header, payload []byte) (xs.Type, []byte, bool) {
 	rawPath, value, found := strings.Cut(string(payload), "\x00")
-	if !found || (req.Type != xswire.Write && value != "") {
+	if !found || (req.Type != xs.Write && value != "") {
 		return errReply("EINVAL")
 	}
 	path := s.resolve(rawPath)
@@ -276,10 +276,10 @@ func (s *Server) nodeRequest(c net.Conn, req xswire.Header, payload []byte) (xsw
 		}
 	}
 	switch req.Type {
-	case xswire.Write:
+	case xs.Write:
 		record(Write{Path: path, Value: value})
 		return req.Type, okReply, true
-	case xswire.Rm:
+	case xs.Rm:
 		if path == "/" {
 			return errReply("EINVAL")
 		}
@@ -298,9 +298,9 @@ func (s *Server) nodeRequest(c net.Conn, req xswire.Header, payload []byte) (xsw
 		return errReply("ENOENT")
 	}
 	switch req.Type {
-	case xswire.Read:
+	case xs.Read:
 		return req.Type, []byte(value), true
-	case xswire.Directory:
+	case xs.Directory:
 		var body []byte
 		for _, name := range nodes.children(path) {
 			body = append(append(body, name...), 0)

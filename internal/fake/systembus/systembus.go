@@ -1,8 +1,8 @@
-// Package systemdtest gives tests a private system bus: a real dbus-daemon
+// Package systembus gives tests a private system bus: a real dbus-daemon
 // on a temporary socket, a fake systemd service manager that records the
 // jobs it is asked for, and a socket that accepts connections but never
 // answers.
-package systemdtest
+package systembus
 
 import (
 	"bufio"

@@ -1,6 +1,6 @@
-// Package sandboxtest gives Go tests a namespace sandbox that is skipped
+// Package testsupport gives Go tests a namespace sandbox that is skipped
 // without root, swept of crashed runs' leftovers and closed at cleanup.
-package sandboxtest
+package testsupport
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 var sweepLeftovers sync.Once

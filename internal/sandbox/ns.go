@@ -12,7 +12,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/qubes-netvm/qnet/pkg/nsthread"
+	"github.com/qubes-netvm/qnet/internal/nsthread"
 )
 
 // NS is a named network namespace, as `ip netns` names it.

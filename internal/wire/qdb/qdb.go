@@ -1,6 +1,6 @@
-// Package qdbwire is QubesDB's wire format, shared by the client and the
+// Package qdb is QubesDB's wire format, shared by the client and the
 // fake daemon: the qdb_hdr message header and the daemon's path rule.
-package qdbwire
+package qdb
 
 import (
 	"bytes"

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 const (
@@ -66,7 +66,7 @@ func antispoofDrops(t *testing.T, netvm *sandbox.NS, family string) uint64 {
 // way the hotplug script does, with ip and nft by hand, and proves the
 // topology and the base ruleset with real packets.
 func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	c, err := s.AddClient(sandbox.ClientSpec{Domid: 5, IPv4: clientIP, IPv6: clientIP6, Gateway6: gatewayIP6})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
 // TestClientVifAsXenHandsIt checks both ends of a client's veth pair, a
 // deferred vif, deleting it and the IPv6 switch.
 func TestClientVifAsXenHandsIt(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{NoBaseRuleset: true})
+	s := testsupport.New(t, sandbox.Options{NoBaseRuleset: true})
 	c, err := s.AddClient(sandbox.ClientSpec{Domid: 12, Devid: 1, IPv4: "10.137.0.12", DeferVif: true, DisableIPv6OnVif: true})
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +236,7 @@ func TestClientVifAsXenHandsIt(t *testing.T) {
 // TestResolverAnswersOverUDPAndTCP queries both resolvers from the network
 // qube, across the uplink, and checks each answers with its own address.
 func TestResolverAnswersOverUDPAndTCP(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	for _, addr := range []string{sandbox.Resolver1, sandbox.Resolver2} {
 		if err := s.StartResolver(addr); err != nil {
 			t.Fatal(err)
@@ -294,7 +294,7 @@ func ownNamespaces(t *testing.T) []string {
 // TestCloseLeavesNothing closes a sandbox with a client and a running
 // resolver and finds no namespace or process of it afterwards.
 func TestCloseLeavesNothing(t *testing.T) {
-	sandboxtest.RequireRoot(t)
+	testsupport.RequireRoot(t)
 	before := ownNamespaces(t)
 	s, err := sandbox.New(sandbox.Options{})
 	if err != nil {
@@ -340,7 +340,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 // RemoveLeftovers removes the first (killing its process) and keeps the
 // others; RemoveKept then removes the kept one.
 func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
-	sandboxtest.RequireRoot(t)
+	testsupport.RequireRoot(t)
 	exited := exec.Command("true")
 	if err := exited.Run(); err != nil {
 		t.Fatal(err)
@@ -426,7 +426,7 @@ func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 // qube across the uplink, over UDP and TCP, and checks that the uplink
 // capture shows the exchange with that resolver.
 func TestIPv6ResolverAndCapture(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	if err := s.StartResolver(sandbox.Resolver6a); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
-// Package resolvedtest serves a fake systemd-resolved manager object on a
+// Package resolved serves a fake systemd-resolved manager object on a
 // test bus, so that DNS discovery can be tested against real D-Bus traffic.
-package resolvedtest
+package resolved
 
 import (
 	"errors"
@@ -9,8 +9,8 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/godbus/dbus/v5/prop"
 
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
 )
 
 // Resolved is a fake resolved whose DNS property the test controls.
@@ -24,7 +24,7 @@ type Resolved struct {
 // silent, as on older systemd versions.
 func Start(t testing.TB, address string, servers []resolved.Server, emit bool) *Resolved {
 	t.Helper()
-	conn := systemdtest.Connect(t, address)
+	conn := systembus.Connect(t, address)
 	mode := prop.EmitFalse
 	if emit {
 		mode = prop.EmitTrue
@@ -55,7 +55,7 @@ func (r *Resolved) SetDNS(servers []resolved.Server) {
 // script as None.
 func StartNull(t testing.TB, address string) {
 	t.Helper()
-	conn := systemdtest.Connect(t, address)
+	conn := systembus.Connect(t, address)
 	if err := conn.Export(nullProperties{}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func StartNull(t testing.TB, address string) {
 // Properties.Get, like a wedged resolved.
 func StartSilent(t testing.TB, address string) {
 	t.Helper()
-	conn := systemdtest.Connect(t, address)
+	conn := systembus.Connect(t, address)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	if err := conn.Export(silentProperties{release}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {

@@ -1,8 +1,8 @@
-// Package qubesdbfake is a QubesDB daemon for tests: it serves an in-memory
+// Package qubesdb is a QubesDB daemon for tests: it serves an in-memory
 // database over a Unix socket with the real daemon's wire protocol and its
 // answers to READ, plus switches to make paths fail or stall. Every other
 // command gets RESP_ERROR: nothing in this project sends one.
-package qubesdbfake
+package qubesdb
 
 import (
 	"fmt"
@@ -11,19 +11,19 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/qubes-netvm/qnet/internal/unixserver"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
+	"github.com/qubes-netvm/qnet/internal/fake"
+	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 )
 
 // Server is a running fake daemon.
 type Server struct {
-	srv       *unixserver.Server
+	srv       *fake.Server
 	done      chan struct{} // closed by Close; releases stalled requests
 	closeDone sync.Once
 
 	mu       sync.Mutex
 	entries  map[string]string
-	requests []qdbwire.Header
+	requests []qdb.Header
 	failing  map[string]bool
 	stalled  map[string]bool
 }
@@ -39,7 +39,7 @@ func Start(socketPath string, initial map[string]string) (*Server, error) {
 	for p, v := range initial {
 		s.entries[p] = v
 	}
-	srv, err := unixserver.Listen(socketPath, s.serve)
+	srv, err := fake.Listen(socketPath, s.serve)
 	if err != nil {
 		return nil, fmt.Errorf("fake QubesDB: %w", err)
 	}
@@ -73,7 +73,7 @@ func (s *Server) Delete(path string) {
 
 // Requests returns the header of every request received, in order, so a
 // test can prove that a refused call sent nothing.
-func (s *Server) Requests() []qdbwire.Header {
+func (s *Server) Requests() []qdb.Header {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.requests)
@@ -97,12 +97,12 @@ func (s *Server) Stall(path string) {
 // serve handles one client's requests in order until it disconnects or a
 // request makes the daemon drop it.
 func (s *Server) serve(nc net.Conn) {
-	var buf [qdbwire.HeaderSize]byte
+	var buf [qdb.HeaderSize]byte
 	for {
 		if _, err := io.ReadFull(nc, buf[:]); err != nil {
 			return
 		}
-		h, err := qdbwire.Unmarshal(buf[:])
+		h, err := qdb.Unmarshal(buf[:])
 		if err != nil || !s.handle(nc, h) {
 			return
 		}
@@ -111,7 +111,7 @@ func (s *Server) serve(nc net.Conn) {
 
 // handle answers one request; false means disconnect the client, as the real
 // daemon does after a READ carrying data.
-func (s *Server) handle(nc net.Conn, h qdbwire.Header) bool {
+func (s *Server) handle(nc net.Conn, h qdb.Header) bool {
 	s.mu.Lock()
 	s.requests = append(s.requests, h)
 	value, found := s.entries[h.Path]
@@ -119,27 +119,27 @@ func (s *Server) handle(nc net.Conn, h qdbwire.Header) bool {
 	s.mu.Unlock()
 
 	switch {
-	case h.Type != qdbwire.CmdRead, h.DataLen >= qdbwire.MaxData, qdbwire.ValidatePath(h.Path) != nil:
+	case h.Type != qdb.CmdRead, h.DataLen >= qdb.MaxData, qdb.ValidatePath(h.Path) != nil:
 		if _, err := io.CopyN(io.Discard, nc, int64(h.DataLen)); err != nil {
 			return false
 		}
-		return answer(nc, qdbwire.Header{Type: qdbwire.RespError, Path: h.Path}, "")
+		return answer(nc, qdb.Header{Type: qdb.RespError, Path: h.Path}, "")
 	case h.DataLen > 0:
 		return false
 	case stalled:
 		<-s.done
 		return false
 	case failing:
-		return answer(nc, qdbwire.Header{Type: qdbwire.RespError, Path: h.Path}, "")
+		return answer(nc, qdb.Header{Type: qdb.RespError, Path: h.Path}, "")
 	case !found:
-		return answer(nc, qdbwire.Header{Type: qdbwire.RespErrorNoent, Path: h.Path}, "")
+		return answer(nc, qdb.Header{Type: qdb.RespErrorNoent, Path: h.Path}, "")
 	}
-	return answer(nc, qdbwire.Header{Type: qdbwire.RespRead, Path: h.Path, DataLen: uint32(len(value))}, value)
+	return answer(nc, qdb.Header{Type: qdb.RespRead, Path: h.Path, DataLen: uint32(len(value))}, value)
 }
 
 // answer sends one reply, header and data in a single write.
-func answer(nc net.Conn, h qdbwire.Header, data string) bool {
-	msg, err := qdbwire.Marshal(h)
+func answer(nc net.Conn, h qdb.Header, data string) bool {
+	msg, err := qdb.Marshal(h)
 	if err != nil {
 		return false
 	}

@@ -1,8 +1,8 @@
-// Package unixserver is the accept loop the fake daemons share: it serves
+// Package fake is the accept loop the fake daemons share: it serves
 // each connection to a Unix stream socket in its own goroutine and, on
 // Close, stops accepting, closes every open connection, waits for the
 // handlers to return and removes the socket file.
-package unixserver
+package fake
 
 import (
 	"errors"

@@ -1,6 +1,6 @@
-// Package xswire frames XenStore messages: the 16-byte xsd_sockmsg header
+// Package xs frames XenStore messages: the 16-byte xsd_sockmsg header
 // and its payload, as both the client and the fake daemon send and read them.
-package xswire
+package xs
 
 import (
 	"encoding/binary"
