@@ -21,7 +21,7 @@ import (
 	"github.com/qubes-netvm/qnet/pkg/dnat"
 	"github.com/qubes-netvm/qnet/pkg/dnswatch"
 	"github.com/qubes-netvm/qnet/pkg/logging"
-	"github.com/qubes-netvm/qnet/pkg/version"
+	"github.com/qubes-netvm/qnet/internal/version"
 )
 
 // Exit codes, as upstream's script and its callers define them.
