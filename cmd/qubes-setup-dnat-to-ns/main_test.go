@@ -16,7 +16,6 @@ import (
 	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 	"github.com/qubes-netvm/qnet/internal/sandbox"
 	"github.com/qubes-netvm/qnet/internal/testsupport"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
 )
 
 // binary is the command under test, built once by TestMain.
@@ -518,15 +517,15 @@ func TestWatchNetlinkEvent(t *testing.T) {
 // resolvedFake is a fake systemd-resolved publishing global servers.
 type resolvedFake struct{ r *fakeresolved.Resolved }
 
-func globalServers(addrs []string) []resolved.Server {
-	var servers []resolved.Server
+func globalServers(addrs []string) []fakeresolved.Server {
+	var servers []fakeresolved.Server
 	for _, a := range addrs {
 		addr := netip.MustParseAddr(a)
 		family := int32(2) // AF_INET
 		if addr.Is6() {
 			family = 10 // AF_INET6
 		}
-		servers = append(servers, resolved.Server{Ifindex: 0, Family: family, Address: addr.AsSlice()})
+		servers = append(servers, fakeresolved.Server{Ifindex: 0, Family: family, Address: addr.AsSlice()})
 	}
 	return servers
 }

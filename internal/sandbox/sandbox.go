@@ -11,9 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // BaseRuleset is the nftables ruleset of a network qube before any client
@@ -103,7 +106,7 @@ func New(opts Options) (s *Sandbox, err error) {
 	}
 	if err := s.NetVM.ipBatch(
 		"link set lo up",
-		"link set eth0 group 1",
+		"link set eth0 group "+strconv.Itoa(netvm.UplinkGroup),
 		"addr add "+UplinkAddr+"/24 dev eth0",
 		"addr add "+UplinkAddr6+"/64 dev eth0 nodad",
 		"link set eth0 up",

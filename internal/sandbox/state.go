@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 var (
@@ -74,7 +76,7 @@ func (n *NS) AntispoofDrops(family string) (uint64, error) {
 			} `json:"rule"`
 		} `json:"nftables"`
 	}
-	if err := n.NftJSON(&listing, "list", "chain", family, "qubes", "antispoof"); err != nil {
+	if err := n.NftJSON(&listing, "list", "chain", family, netvm.Table, "antispoof"); err != nil {
 		return 0, err
 	}
 	var packets uint64

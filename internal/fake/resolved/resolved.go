@@ -10,8 +10,22 @@ import (
 	"github.com/godbus/dbus/v5/prop"
 
 	"github.com/qubes-netvm/qnet/internal/fake/systembus"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
 )
+
+// The names resolved publishes, spelled here rather than taken from the
+// client under test so that the fake checks the client's spelling.
+const (
+	busName    = "org.freedesktop.resolve1"
+	objectPath = dbus.ObjectPath("/org/freedesktop/resolve1")
+	manager    = "org.freedesktop.resolve1.Manager"
+)
+
+// Server is one entry of the Manager's DNS property, D-Bus type (iiay).
+type Server struct {
+	Ifindex int32 // 0 for a global server, else its link
+	Family  int32 // AF_INET (2) or AF_INET6 (10)
+	Address []byte
+}
 
 // Resolved is a fake resolved whose DNS property the test controls.
 type Resolved struct {
@@ -22,7 +36,7 @@ type Resolved struct {
 // servers as the Manager's DNS property. With emit set, every SetDNS sends
 // PropertiesChanged as current systemd does; without it, changes are
 // silent, as on older systemd versions.
-func Start(t testing.TB, address string, servers []resolved.Server, emit bool) *Resolved {
+func Start(t testing.TB, address string, servers []Server, emit bool) *Resolved {
 	t.Helper()
 	conn := systembus.Connect(t, address)
 	mode := prop.EmitFalse
@@ -30,10 +44,10 @@ func Start(t testing.TB, address string, servers []resolved.Server, emit bool) *
 		mode = prop.EmitTrue
 	}
 	if servers == nil {
-		servers = []resolved.Server{} // D-Bus has no nil array
+		servers = []Server{} // D-Bus has no nil array
 	}
-	props, err := prop.Export(conn, resolved.ObjectPath, prop.Map{
-		resolved.Manager: {"DNS": {Value: servers, Emit: mode}},
+	props, err := prop.Export(conn, objectPath, prop.Map{
+		manager: {"DNS": {Value: servers, Emit: mode}},
 	})
 	if err != nil {
 		t.Fatalf("export resolved properties: %v", err)
@@ -43,11 +57,11 @@ func Start(t testing.TB, address string, servers []resolved.Server, emit bool) *
 }
 
 // SetDNS replaces the DNS property.
-func (r *Resolved) SetDNS(servers []resolved.Server) {
+func (r *Resolved) SetDNS(servers []Server) {
 	if servers == nil {
-		servers = []resolved.Server{}
+		servers = []Server{}
 	}
-	r.props.SetMust(resolved.Manager, "DNS", servers)
+	r.props.SetMust(manager, "DNS", servers)
 }
 
 // StartNull claims org.freedesktop.resolve1 and answers Properties.Get with
@@ -56,7 +70,7 @@ func (r *Resolved) SetDNS(servers []resolved.Server) {
 func StartNull(t testing.TB, address string) {
 	t.Helper()
 	conn := systembus.Connect(t, address)
-	if err := conn.Export(nullProperties{}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {
+	if err := conn.Export(nullProperties{}, objectPath, "org.freedesktop.DBus.Properties"); err != nil {
 		t.Fatal(err)
 	}
 	own(t, conn)
@@ -69,7 +83,7 @@ func StartSilent(t testing.TB, address string) {
 	conn := systembus.Connect(t, address)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	if err := conn.Export(silentProperties{release}, resolved.ObjectPath, "org.freedesktop.DBus.Properties"); err != nil {
+	if err := conn.Export(silentProperties{release}, objectPath, "org.freedesktop.DBus.Properties"); err != nil {
 		t.Fatal(err)
 	}
 	own(t, conn)
@@ -77,9 +91,9 @@ func StartSilent(t testing.TB, address string) {
 
 func own(t testing.TB, conn *dbus.Conn) {
 	t.Helper()
-	reply, err := conn.RequestName(resolved.BusName, dbus.NameFlagDoNotQueue)
+	reply, err := conn.RequestName(busName, dbus.NameFlagDoNotQueue)
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
-		t.Fatalf("own %s: %v (reply %v)", resolved.BusName, err, reply)
+		t.Fatalf("own %s: %v (reply %v)", busName, err, reply)
 	}
 }
 

@@ -1,4 +1,4 @@
-package dnswatch
+package dns
 
 import (
 	"bytes"

@@ -1,9 +1,9 @@
-// Package dnswatch keeps the dnat-dns chain in step with the real DNS
-// servers: it runs dnat.Sync at start and again whenever the DNS may have
+// The watch service: Sync at start and again whenever the DNS may have
 // changed, however the change shows (systemd-resolved's signals,
 // resolv.conf being rewritten, renamed or re-linked, addresses and routes
-// changing), coalescing bursts of events into one run.
-package dnswatch
+// changing), bursts of events coalesced into one run.
+
+package dns
 
 import (
 	"context"
@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
-
-	"github.com/qubes-netvm/qnet/pkg/dnat"
 )
 
 // Defaults for Options.
@@ -26,7 +24,7 @@ const (
 
 // Options configure Run.
 type Options struct {
-	Sync dnat.Config
+	Sync Config
 	// Coalesce is how long Run waits after the first event of a burst
 	// before it syncs; later events of the burst join that sync.
 	Coalesce time.Duration
@@ -34,7 +32,7 @@ type Options struct {
 	// are watched; nil means the caller's.
 	NetNS *netns.NsHandle
 	// Synced, when set, is called after every sync with its result.
-	Synced func(dnat.Result, error)
+	Synced func(Result, error)
 }
 
 // Run syncs, then watches and re-syncs until ctx ends. A failed sync is
@@ -69,7 +67,7 @@ func Run(ctx context.Context, opts Options) error {
 	reason := "start"
 	for {
 		log.Debug("syncing DNS DNAT rules", "reason", reason)
-		res, err := dnat.Sync(ctx, opts.Sync)
+		res, err := Sync(ctx, opts.Sync)
 		if opts.Synced != nil {
 			opts.Synced(res, err)
 		}
@@ -103,7 +101,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // LogReplaced logs a sync that replaced the chains, with what they now
 // point at (the IPv6 part only when there are IPv6 virtual addresses).
-func LogReplaced(log *slog.Logger, res dnat.Result) {
+func LogReplaced(log *slog.Logger, res Result) {
 	args := []any{"servers", res.Real, "source", res.Source, "virtual", res.Virtual}
 	if len(res.Virtual6) > 0 {
 		args = append(args, "servers6", res.Real6, "virtual6", res.Virtual6)

@@ -1,4 +1,4 @@
-package dnat
+package dns
 
 import (
 	"context"
@@ -12,9 +12,6 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
-	"github.com/qubes-netvm/qnet/pkg/resolvconf"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/systemd"
 )
 
 // Defaults for Config, matching the paths upstream's script uses.
@@ -112,13 +109,13 @@ func Sync(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	if _, err := os.Stat(cfg.FirewallFlag); err == nil {
-		queueJob(ctx, cfg, bus, systemd.ReloadOrTryRestartUnit, firewallUnit)
+		queueJob(ctx, cfg, bus, ReloadOrTryRestartUnit, firewallUnit)
 	}
 	if err := cfg.NFT.Replace(res.Rules); err != nil {
 		return res, err
 	}
 	for _, unit := range cfg.RestartOnChange {
-		queueJob(ctx, cfg, bus, systemd.TryRestartUnit, unit)
+		queueJob(ctx, cfg, bus, TryRestartUnit, unit)
 	}
 	return res, nil
 }
@@ -164,22 +161,22 @@ func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err e
 	}
 	if bus != nil {
 		callCtx, cancel := context.WithTimeout(ctx, cfg.BusTimeout)
-		servers, err := resolved.DNS(callCtx, bus)
+		servers, err := DNS(callCtx, bus)
 		cancel()
 		switch {
 		case err == nil:
 			var linkLocal []netip.Addr
-			in.Real, in.Source = resolved.IPv4(servers), "systemd-resolved"
-			in.Real6, linkLocal = resolved.IPv6(servers)
+			in.Real, in.Source = IPv4(servers), "systemd-resolved"
+			in.Real6, linkLocal = IPv6(servers)
 			logScoped(cfg, in, linkLocal)
 			return in, nil
-		case !errors.Is(err, resolved.ErrUnavailable):
+		case !errors.Is(err, ErrUnavailable):
 			return Inputs{}, err
 		}
 		cfg.Logger.Debug("falling back to resolv.conf", "reason", err)
 	}
 	in.Source = cfg.ResolvConf
-	servers, err := resolvconf.ReadFile(cfg.ResolvConf)
+	servers, err := ReadFile(cfg.ResolvConf)
 	if err != nil {
 		cfg.Logger.Warn("cannot read resolv.conf, treating it as naming no DNS server", "error", err)
 	}
@@ -205,7 +202,7 @@ func logScoped(cfg Config, in Inputs, scoped []netip.Addr) {
 // usable bus: then DNS comes from resolv.conf (upstream crashes when the
 // bus socket is missing and falls back when the bus does not answer).
 func connectBus(ctx context.Context, cfg Config) *dbus.Conn {
-	bus, err := systemd.ConnectSystemBus(ctx, cfg.BusTimeout)
+	bus, err := ConnectSystemBus(ctx, cfg.BusTimeout)
 	if err != nil {
 		cfg.Logger.Debug("no system bus, DNS from resolv.conf only", "error", err)
 		return nil

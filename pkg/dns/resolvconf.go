@@ -1,6 +1,6 @@
-// Package resolvconf reads the name servers of a resolv.conf file, accepting
-// exactly the IPv4 lines upstream's qubes-setup-dnat-to-ns accepts, and
-// IPv6 lines for the IPv6 virtual DNS addresses upstream does not have.
+// resolv.conf: which name-server lines count, accepting exactly the IPv4
+// lines upstream's qubes-setup-dnat-to-ns accepts, and IPv6 lines for the
+// IPv6 virtual DNS addresses upstream does not have.
 //
 // A line counts when its first whitespace-separated field is "nameserver"
 // and its second field is an IPv4 address in strict dotted-decimal form
@@ -14,7 +14,8 @@
 // resolver writes: a line longer than MaxLineLen bytes is skipped whole (as
 // musl's resolver does) instead of being split, and a line that is not valid
 // UTF-8 is skipped instead of aborting the whole run with a decode error.
-package resolvconf
+
+package dns
 
 import (
 	"bufio"

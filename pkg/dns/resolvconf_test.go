@@ -1,4 +1,4 @@
-package resolvconf
+package dns
 
 import (
 	"bytes"
@@ -8,15 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-)
 
-func addrs(ss ...string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		out = append(out, netip.MustParseAddr(s))
-	}
-	return out
-}
+	"github.com/qubes-netvm/qnet/internal/testsupport"
+)
 
 func TestParse(t *testing.T) {
 	tests := []struct {
@@ -25,12 +19,12 @@ func TestParse(t *testing.T) {
 		want  []netip.Addr
 	}{
 		{"empty", "", nil},
-		{"one", "nameserver 1.1.1.1\n", addrs("1.1.1.1")},
-		{"order kept, duplicates kept", "nameserver 9.9.9.9\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n", addrs("9.9.9.9", "1.1.1.1", "9.9.9.9")},
-		{"no final newline", "nameserver 1.1.1.1", addrs("1.1.1.1")},
-		{"tabs and indentation", "\t nameserver\t\t8.8.8.8  \n", addrs("8.8.8.8")},
-		{"trailing field ignored like upstream", "nameserver 1.2.3.4 extra words\n", addrs("1.2.3.4")},
-		{"trailing comment ignored like upstream", "nameserver 1.2.3.4 # home router\n", addrs("1.2.3.4")},
+		{"one", "nameserver 1.1.1.1\n", testsupport.Addrs("1.1.1.1")},
+		{"order kept, duplicates kept", "nameserver 9.9.9.9\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n", testsupport.Addrs("9.9.9.9", "1.1.1.1", "9.9.9.9")},
+		{"no final newline", "nameserver 1.1.1.1", testsupport.Addrs("1.1.1.1")},
+		{"tabs and indentation", "\t nameserver\t\t8.8.8.8  \n", testsupport.Addrs("8.8.8.8")},
+		{"trailing field ignored like upstream", "nameserver 1.2.3.4 extra words\n", testsupport.Addrs("1.2.3.4")},
+		{"trailing comment ignored like upstream", "nameserver 1.2.3.4 # home router\n", testsupport.Addrs("1.2.3.4")},
 		{"hash comment", "# nameserver 1.2.3.4\n", nil},
 		{"semicolon comment", "; nameserver 1.2.3.4\n", nil},
 		{"glued punctuation and injection", "nameserver 1.2.3.4; flush ruleset\n", nil},
@@ -53,17 +47,17 @@ func TestParse(t *testing.T) {
 		{"unicode digits", "nameserver １.2.3.4\n", nil},
 		{"nul byte", "nameserver 1.2.3.4\x00\n", nil},
 		{"garbage", "\x00\x01\x02\xff\n<<<>>>\n", nil},
-		{"invalid utf-8 line skipped, others kept", "nameserver 1.1.1.1 \xff\nnameserver 2.2.2.2\n", addrs("2.2.2.2")},
+		{"invalid utf-8 line skipped, others kept", "nameserver 1.1.1.1 \xff\nnameserver 2.2.2.2\n", testsupport.Addrs("2.2.2.2")},
 		{"byte order mark", "\ufeffnameserver 1.1.1.1\n", nil},
-		{"crlf", "nameserver 1.1.1.1\r\nnameserver 2.2.2.2\r\n", addrs("1.1.1.1", "2.2.2.2")},
-		{"lone cr ends a line like python", "nameserver 1.1.1.1\rnameserver 2.2.2.2", addrs("1.1.1.1", "2.2.2.2")},
-		{"python whitespace separators", "nameserver\x1c1.1.1.1\nnameserver\u00a02.2.2.2\nnameserver\u30003.3.3.3\n", addrs("1.1.1.1", "2.2.2.2", "3.3.3.3")},
-		{"vertical tab and form feed", "\vnameserver\f4.4.4.4\n", addrs("4.4.4.4")},
+		{"crlf", "nameserver 1.1.1.1\r\nnameserver 2.2.2.2\r\n", testsupport.Addrs("1.1.1.1", "2.2.2.2")},
+		{"lone cr ends a line like python", "nameserver 1.1.1.1\rnameserver 2.2.2.2", testsupport.Addrs("1.1.1.1", "2.2.2.2")},
+		{"python whitespace separators", "nameserver\x1c1.1.1.1\nnameserver\u00a02.2.2.2\nnameserver\u30003.3.3.3\n", testsupport.Addrs("1.1.1.1", "2.2.2.2", "3.3.3.3")},
+		{"vertical tab and form feed", "\vnameserver\f4.4.4.4\n", testsupport.Addrs("4.4.4.4")},
 		{"other options", "search example.org\noptions edns0 trust-ad\ndomain lan\n", nil},
-		{"any ipv4 kept, as upstream", "nameserver 0.0.0.0\nnameserver 127.0.0.53\nnameserver 255.255.255.255\n", addrs("0.0.0.0", "127.0.0.53", "255.255.255.255")},
-		{"overlong garbage line skipped, next line kept", strings.Repeat("A", 100000) + "\nnameserver 5.5.5.5\n", addrs("5.5.5.5")},
-		{"overlong nameserver line skipped", "nameserver 6.6.6.6 " + strings.Repeat("x", MaxLineLen) + "\nnameserver 7.7.7.7\n", addrs("7.7.7.7")},
-		{"line of exactly MaxLineLen kept", "nameserver 8.8.4.4 " + strings.Repeat("x", MaxLineLen-len("nameserver 8.8.4.4 ")) + "\n", addrs("8.8.4.4")},
+		{"any ipv4 kept, as upstream", "nameserver 0.0.0.0\nnameserver 127.0.0.53\nnameserver 255.255.255.255\n", testsupport.Addrs("0.0.0.0", "127.0.0.53", "255.255.255.255")},
+		{"overlong garbage line skipped, next line kept", strings.Repeat("A", 100000) + "\nnameserver 5.5.5.5\n", testsupport.Addrs("5.5.5.5")},
+		{"overlong nameserver line skipped", "nameserver 6.6.6.6 " + strings.Repeat("x", MaxLineLen) + "\nnameserver 7.7.7.7\n", testsupport.Addrs("7.7.7.7")},
+		{"line of exactly MaxLineLen kept", "nameserver 8.8.4.4 " + strings.Repeat("x", MaxLineLen-len("nameserver 8.8.4.4 ")) + "\n", testsupport.Addrs("8.8.4.4")},
 		{"overlong whitespace padding skipped", "nameserver" + strings.Repeat(" ", 2*MaxLineLen) + "1.1.1.1\n", nil},
 	}
 	for _, tt := range tests {
@@ -93,7 +87,7 @@ func TestReadFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := ReadFile(path)
-		if err != nil || !slices.Equal(got.IPv4, addrs("10.0.0.1", "10.0.0.2")) {
+		if err != nil || !slices.Equal(got.IPv4, testsupport.Addrs("10.0.0.1", "10.0.0.2")) {
 			t.Fatalf("ReadFile = %v, %v", got, err)
 		}
 	})
@@ -111,9 +105,9 @@ func TestParseLineLengthsAtTheLimit(t *testing.T) {
 		for _, term := range []string{"\n", "\r", "\r\n"} {
 			line := "nameserver 8.8.4.4 " + strings.Repeat("x", n-len("nameserver 8.8.4.4 "))
 			got, err := Parse(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
-			want := addrs("8.8.4.4", "1.1.1.1")
+			want := testsupport.Addrs("8.8.4.4", "1.1.1.1")
 			if n > MaxLineLen {
-				want = addrs("1.1.1.1")
+				want = testsupport.Addrs("1.1.1.1")
 			}
 			if err != nil || !slices.Equal(got, want) {
 				t.Errorf("line of %d bytes ended by %q: Parse = %v, %v; want %v", n, term, got, err, want)
@@ -130,9 +124,9 @@ func TestParseServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Servers{
-		IPv4:   addrs("10.0.0.1"),
-		IPv6:   addrs("2001:db8::53", "2001:db8::54"),
-		Scoped: addrs("fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"),
+		IPv4:   testsupport.Addrs("10.0.0.1"),
+		IPv6:   testsupport.Addrs("2001:db8::53", "2001:db8::54"),
+		Scoped: testsupport.Addrs("fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"),
 	}
 	if !slices.Equal(got.IPv4, want.IPv4) || !slices.Equal(got.IPv6, want.IPv6) || !slices.Equal(got.Scoped, want.Scoped) {
 		t.Fatalf("ParseServers = %+v, want %+v", got, want)

@@ -1,4 +1,4 @@
-package dnat
+package dns
 
 import (
 	"errors"
@@ -8,20 +8,19 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
-// The tables and the DNAT chain this package owns, in the base ruleset's
-// tables ip qubes and ip6 qubes.
-const (
-	TableName = "qubes"
-	ChainName = "dnat-dns"
-)
+// ChainName is the DNAT chain this package owns, in the base ruleset's
+// tables ip and ip6 netvm.Table.
+const ChainName = "dnat-dns"
 
 // table is the IPv4 table, the one every run writes.
 var table = ipv4.nftTable()
 
 func (f family) nftTable() *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: f.table}
+	return &nftables.Table{Name: netvm.Table, Family: f.table}
 }
 
 // base returns the chain as it must be: a base chain on prerouting at its
@@ -38,7 +37,7 @@ func (c chain) base() *nftables.Chain {
 	}
 }
 
-func (c chain) String() string { return c.family.name + " " + TableName + " " + c.name }
+func (c chain) String() string { return c.family.name + " " + netvm.Table + " " + c.name }
 
 // NFT reads and replaces the chains through nftables netlink, in the
 // network namespace its connection options select (the caller's by

@@ -1,4 +1,4 @@
-package dnat
+package dns
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
 	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
 	"github.com/qubes-netvm/qnet/internal/fake/systembus"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 const testBusTimeout = 300 * time.Millisecond
@@ -55,16 +55,12 @@ var bothVirtual = map[string]string{
 
 func noBus(t testing.TB) string { return "unix:path=" + t.TempDir() + "/none" }
 
-func v4(ifindex int32, a, b, c, d byte) resolved.Server {
-	return resolved.Server{Ifindex: ifindex, Family: 2, Address: []byte{a, b, c, d}}
-}
-
 // TestPreviewDNSSources checks where the real servers come from in each
 // state of the system bus and systemd-resolved.
 func TestPreviewDNSSources(t *testing.T) {
 	_, nft := newNetVM(t)
 	const conf = "# from resolv.conf\nnameserver 192.0.2.10\nnameserver 2001:db8::1\nnameserver 192.0.2.11\n"
-	fromConf := addrs("192.0.2.10", "192.0.2.11")
+	fromConf := testsupport.Addrs("192.0.2.10", "192.0.2.11")
 	withBus := func(serve func(t *testing.T, address string)) func(t *testing.T) string {
 		return func(t *testing.T) string {
 			address := systembus.StartBus(t)
@@ -84,13 +80,13 @@ func TestPreviewDNSSources(t *testing.T) {
 		{"resolved not running", withBus(func(t *testing.T, a string) {}), fromConf, "conf", false},
 		{"resolved answers null", withBus(func(t *testing.T, a string) { fakeresolved.StartNull(t, a) }), fromConf, "conf", false},
 		{"resolved global and per-link servers", withBus(func(t *testing.T, a string) {
-			fakeresolved.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), {Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)}, true)
-		}), addrs("1.1.1.1", "1.0.0.1"), "systemd-resolved", false},
+			fakeresolved.Start(t, a, asFake(v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), Server{Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)), true)
+		}), testsupport.Addrs("1.1.1.1", "1.0.0.1"), "systemd-resolved", false},
 		{"resolved per-link servers only", withBus(func(t *testing.T, a string) {
-			fakeresolved.Start(t, a, []resolved.Server{v4(2, 9, 9, 9, 9), v4(3, 8, 8, 8, 8)}, false)
-		}), addrs("9.9.9.9", "8.8.8.8"), "systemd-resolved", false},
+			fakeresolved.Start(t, a, asFake(v4(2, 9, 9, 9, 9), v4(3, 8, 8, 8, 8)), false)
+		}), testsupport.Addrs("9.9.9.9", "8.8.8.8"), "systemd-resolved", false},
 		{"resolved has no IPv4 server: drop, no fallback", withBus(func(t *testing.T, a string) {
-			fakeresolved.Start(t, a, []resolved.Server{{Ifindex: 0, Family: 10, Address: make([]byte, 16)}}, true)
+			fakeresolved.Start(t, a, asFake(Server{Ifindex: 0, Family: 10, Address: make([]byte, 16)}), true)
 		}), nil, "systemd-resolved", false},
 		{"resolved never answers", withBus(func(t *testing.T, a string) { fakeresolved.StartSilent(t, a) }), nil, "", true},
 	}
@@ -130,12 +126,12 @@ func TestPreviewQubesDBValues(t *testing.T) {
 		qdb  map[string]string
 		want []netip.Addr
 	}{
-		{"both", bothVirtual, addrs("10.139.1.1", "10.139.1.2")},
-		{"primary only", map[string]string{"/qubes-netvm-primary-dns": "10.139.1.1"}, addrs("10.139.1.1")},
-		{"secondary only", map[string]string{"/qubes-netvm-secondary-dns": "10.139.1.2"}, addrs("10.139.1.2")},
+		{"both", bothVirtual, testsupport.Addrs("10.139.1.1", "10.139.1.2")},
+		{"primary only", map[string]string{"/qubes-netvm-primary-dns": "10.139.1.1"}, testsupport.Addrs("10.139.1.1")},
+		{"secondary only", map[string]string{"/qubes-netvm-secondary-dns": "10.139.1.2"}, testsupport.Addrs("10.139.1.2")},
 		{"none", map[string]string{}, nil},
-		{"primary with a newline", map[string]string{"/qubes-netvm-primary-dns": "10.139.1.1\n", "/qubes-netvm-secondary-dns": "10.139.1.2"}, addrs("10.139.1.2")},
-		{"ipv6", map[string]string{"/qubes-netvm-primary-dns": "fd09:24ef:4179::a8b:1", "/qubes-netvm-secondary-dns": "10.139.1.2"}, addrs("10.139.1.2")},
+		{"primary with a newline", map[string]string{"/qubes-netvm-primary-dns": "10.139.1.1\n", "/qubes-netvm-secondary-dns": "10.139.1.2"}, testsupport.Addrs("10.139.1.2")},
+		{"ipv6", map[string]string{"/qubes-netvm-primary-dns": "fd09:24ef:4179::a8b:1", "/qubes-netvm-secondary-dns": "10.139.1.2"}, testsupport.Addrs("10.139.1.2")},
 		{"empty", map[string]string{"/qubes-netvm-primary-dns": "", "/qubes-netvm-secondary-dns": ""}, nil},
 		{"injection attempt", map[string]string{"/qubes-netvm-primary-dns": "10.139.1.1 udp dport 53 accept; flush ruleset"}, nil},
 		{"not UTF-8", map[string]string{"/qubes-netvm-primary-dns": "\xff\xfe10.139.1.1"}, nil},
@@ -188,7 +184,7 @@ func TestSyncSystemdJobs(t *testing.T) {
 	if got := manager.PendingJobs(); !slices.Equal(got, want) {
 		t.Fatalf("jobs after a change = %+v, want %+v", got, want)
 	}
-	if _, text, _ := listChain(t, ns); !slices.Equal(text, ruleStrings(Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.1")))) {
+	if _, text, _ := listChain(t, ns); !slices.Equal(text, ruleStrings(Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.1")))) {
 		t.Fatalf("chain after Sync: %q", text)
 	}
 
@@ -231,7 +227,7 @@ func TestSyncKeepsChainOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Sync(context.Background(), cfg)
-	if err == nil || errors.Is(err, resolved.ErrUnavailable) {
+	if err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Sync with a silent resolved: error %v, want a timeout", err)
 	}
 	if _, after, _ := listChain(t, ns); !slices.Equal(after, before) {

@@ -1,4 +1,4 @@
-package dnat
+package dns
 
 import (
 	"encoding/binary"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
 	"github.com/qubes-netvm/qnet/internal/testsupport"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // newNetVM returns a sandbox network qube (base ruleset loaded, no
@@ -83,7 +84,7 @@ func nftApply(t *testing.T, ns *sandbox.NS, script string) {
 
 func TestReplaceWritesTheChain(t *testing.T) {
 	ns, nft := newNetVM(t)
-	rules := Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("198.51.100.53"))
+	rules := Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("198.51.100.53"))
 	if same, err := nft.Matches(rules); err != nil || same {
 		t.Fatalf("Matches before any chain = %v, %v; want false, nil", same, err)
 	}
@@ -110,7 +111,7 @@ func TestReplaceWritesTheChain(t *testing.T) {
 	if same, err := nft.Matches(rules); err != nil || !same {
 		t.Fatalf("Matches after Replace = %v, %v; want true, nil", same, err)
 	}
-	drops := Plan(addrs("10.139.1.1", "10.139.1.2"), nil)
+	drops := Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), nil)
 	if same, err := nft.Matches(drops); err != nil || same {
 		t.Fatalf("Matches(drop rules) = %v, %v; want false, nil", same, err)
 	}
@@ -127,7 +128,7 @@ func TestReplaceWritesTheChain(t *testing.T) {
 // difference nft would show counts as changed.
 func TestMatchesChainWrittenByNft(t *testing.T) {
 	ns, nft := newNetVM(t)
-	rules := Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.1", "192.0.2.2"))
+	rules := Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.1", "192.0.2.2"))
 	const header = "add table ip qubes\nadd chain ip qubes dnat-dns\ndelete chain ip qubes dnat-dns\n"
 	chain := func(hook string, lines ...string) string {
 		return header + "table ip qubes {\n chain dnat-dns {\n" + hook + "\n" + strings.Join(lines, "\n") + "\n }\n}\n"
@@ -176,7 +177,7 @@ func TestMatchesChainWrittenByNft(t *testing.T) {
 func TestReplaceOverOtherBaseChain(t *testing.T) {
 	ns, nft := newNetVM(t)
 	nftApply(t, ns, "table ip qubes {\n chain dnat-dns {\n type nat hook prerouting priority dstnat + 7; policy accept;\n counter\n }\n}\n")
-	rules := Plan(addrs("10.139.1.1"), addrs("192.0.2.1"))
+	rules := Plan(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("192.0.2.1"))
 	if err := nft.Replace(rules); err != nil {
 		t.Fatalf("Replace: %v", err)
 	}
@@ -193,8 +194,8 @@ func TestReplaceOverOtherBaseChain(t *testing.T) {
 func TestReplaceIsAtomic(t *testing.T) {
 	ns, nft := newNetVM(t)
 	sets := [][]Rule{
-		Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.1", "192.0.2.2")),
-		Plan(addrs("10.139.1.1"), nil),
+		Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.1", "192.0.2.2")),
+		Plan(testsupport.Addrs("10.139.1.1"), nil),
 	}
 	if err := nft.Replace(sets[0]); err != nil {
 		t.Fatal(err)
@@ -236,7 +237,7 @@ func TestReplaceIsAtomic(t *testing.T) {
 			}
 			var found []*nftables.Chain
 			for _, c := range chains {
-				if c.Table.Name == TableName && c.Name == ChainName {
+				if c.Table.Name == netvm.Table && c.Name == ChainName {
 					found = append(found, c)
 				}
 			}

@@ -1,7 +1,8 @@
-// Package systemd talks to systemd over the system D-Bus: it connects to the
-// bus within a deadline and asks the service manager to restart units
-// without waiting for the resulting jobs (systemctl --no-block).
-package systemd
+// systemd over the system D-Bus: connecting within a deadline and asking
+// the service manager to restart units without waiting for the jobs
+// (systemctl --no-block).
+
+package dns
 
 import (
 	"context"
@@ -46,19 +47,19 @@ func ConnectSystemBus(ctx context.Context, timeout time.Duration) (*dbus.Conn, e
 // cannot reload, but only if it is running (systemctl --no-block
 // try-reload-or-restart). It returns once systemd has queued the job.
 func ReloadOrTryRestartUnit(ctx context.Context, conn *dbus.Conn, unit string) error {
-	return queueJob(ctx, conn, "ReloadOrTryRestartUnit", unit)
+	return startJob(ctx, conn, "ReloadOrTryRestartUnit", unit)
 }
 
 // TryRestartUnit asks systemd to restart the unit if it is running
 // (systemctl --no-block try-restart). It returns once systemd has queued
 // the job.
 func TryRestartUnit(ctx context.Context, conn *dbus.Conn, unit string) error {
-	return queueJob(ctx, conn, "TryRestartUnit", unit)
+	return startJob(ctx, conn, "TryRestartUnit", unit)
 }
 
-// queueJob calls a Manager method taking (unit name, job mode) and
+// startJob calls a Manager method taking (unit name, job mode) and
 // returning the job's object path, with mode "replace" as systemctl uses.
-func queueJob(ctx context.Context, conn *dbus.Conn, method, unit string) error {
+func startJob(ctx context.Context, conn *dbus.Conn, method, unit string) error {
 	var job dbus.ObjectPath
 	err := conn.Object(serviceName, objectPath).
 		CallWithContext(ctx, manager+"."+method, 0, unit, "replace").Store(&job)

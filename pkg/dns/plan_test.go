@@ -1,19 +1,13 @@
-package dnat
+package dns
 
 import (
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
-)
 
-func addrs(ss ...string) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range ss {
-		out = append(out, netip.MustParseAddr(s))
-	}
-	return out
-}
+	"github.com/qubes-netvm/qnet/internal/testsupport"
+)
 
 func ruleStrings(rules []Rule) []string {
 	var out []string
@@ -24,8 +18,8 @@ func ruleStrings(rules []Rule) []string {
 }
 
 func TestPlan(t *testing.T) {
-	virtual := [][]netip.Addr{nil, addrs("10.139.1.1"), addrs("10.139.1.1", "10.139.1.2")}
-	real := [][]netip.Addr{nil, addrs("1.1.1.1"), addrs("1.1.1.1", "9.9.9.9"), addrs("1.1.1.1", "9.9.9.9", "8.8.8.8")}
+	virtual := [][]netip.Addr{nil, testsupport.Addrs("10.139.1.1"), testsupport.Addrs("10.139.1.1", "10.139.1.2")}
+	real := [][]netip.Addr{nil, testsupport.Addrs("1.1.1.1"), testsupport.Addrs("1.1.1.1", "9.9.9.9"), testsupport.Addrs("1.1.1.1", "9.9.9.9", "8.8.8.8")}
 	drop1 := []string{"ip daddr 10.139.1.1 udp dport 53 drop", "ip daddr 10.139.1.1 tcp dport 53 drop"}
 	drop2 := []string{"ip daddr 10.139.1.2 udp dport 53 drop", "ip daddr 10.139.1.2 tcp dport 53 drop"}
 	to := func(v, r string) []string {
@@ -53,7 +47,7 @@ func TestPlan(t *testing.T) {
 }
 
 func TestPlanIgnoresNonIPv4(t *testing.T) {
-	got := ruleStrings(Plan(addrs("fd00::1", "10.139.1.1"), addrs("2001:db8::53", "::ffff:1.2.3.4")))
+	got := ruleStrings(Plan(testsupport.Addrs("fd00::1", "10.139.1.1"), testsupport.Addrs("2001:db8::53", "::ffff:1.2.3.4")))
 	want := []string{"ip daddr 10.139.1.1 udp dport 53 drop", "ip daddr 10.139.1.1 tcp dport 53 drop"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Plan = %v, want %v", got, want)
@@ -99,7 +93,7 @@ func TestParseVirtual(t *testing.T) {
 }
 
 func TestScript(t *testing.T) {
-	got := Script(Plan(addrs("10.139.1.1"), addrs("192.0.2.53")))
+	got := Script(Plan(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("192.0.2.53")))
 	want := `add table ip qubes
 add chain ip qubes dnat-dns
 delete chain ip qubes dnat-dns

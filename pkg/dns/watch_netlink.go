@@ -1,4 +1,4 @@
-package dnswatch
+package dns
 
 import (
 	"context"
@@ -9,11 +9,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// clientGroup is the interface group of client vifs: their addresses and
-// routes come and go with client qubes and say nothing about the uplink.
-const clientGroup = 2
+	"github.com/qubes-netvm/qnet/pkg/netvm"
+)
 
 // watchNetlink pokes on every address or route change outside client
 // vifs: the uplink getting or losing an address or a route is when
@@ -68,11 +66,12 @@ func subscribeNetlink(ctx context.Context, ns *netns.NsHandle, log *slog.Logger,
 		return err
 	}
 	poke("netlink subscribed")
-	// A client's link is looked up once per event; a link that cannot be
-	// found (already gone) is not assumed to be a client's.
+	// Client vifs' addresses and routes come and go with client qubes and
+	// say nothing about the uplink. A link is looked up once per event; one
+	// that cannot be found (already gone) is not assumed to be a client's.
 	isClient := func(index int) bool {
 		link, err := handle.LinkByIndex(index)
-		return err == nil && link.Attrs().Group == clientGroup
+		return err == nil && link.Attrs().Group == netvm.ClientGroup
 	}
 	for {
 		select {

@@ -1,13 +1,15 @@
-package dnat
+package dns
 
 import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 func TestPlanDual(t *testing.T) {
-	v4 := addrs("10.139.1.1", "10.139.1.2")
+	v4 := testsupport.Addrs("10.139.1.1", "10.139.1.2")
 	to := func(family, v, r string) []string {
 		return []string{family + " daddr " + v + " udp dport 53 dnat to " + r, family + " daddr " + v + " tcp dport 53 dnat to " + r}
 	}
@@ -36,7 +38,7 @@ func TestPlanDual(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := ruleStrings(PlanDual(v4, addrs(tt.virtual6...), addrs(tt.real4...), addrs(tt.real6...)))
+			got := ruleStrings(PlanDual(v4, testsupport.Addrs(tt.virtual6...), testsupport.Addrs(tt.real4...), testsupport.Addrs(tt.real6...)))
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("PlanDual =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
@@ -57,7 +59,7 @@ func TestParseVirtual6(t *testing.T) {
 }
 
 func TestScriptDual(t *testing.T) {
-	got := Script(PlanDual(addrs("10.139.1.1"), addrs("fd09::1"), nil, addrs("2001:db8::53")))
+	got := Script(PlanDual(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("fd09::1"), nil, testsupport.Addrs("2001:db8::53")))
 	want := `add table ip qubes
 add chain ip qubes dnat-dns
 delete chain ip qubes dnat-dns
@@ -97,16 +99,16 @@ table ip6 qubes {
 // family, or a chain of this package that should not be there, does not.
 func TestMatchesIPv6ChainsWrittenByNft(t *testing.T) {
 	ns, nft := newNetVM(t)
-	rules := PlanDual(addrs("10.139.1.1", "10.139.1.2"), addrs("fd09::1", "fd09::2"), nil, addrs("2001:db8::53"))
+	rules := PlanDual(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("fd09::1", "fd09::2"), nil, testsupport.Addrs("2001:db8::53"))
 	nftApply(t, ns, Script(rules))
 	if same, err := nft.Matches(rules); err != nil || !same {
 		t.Fatalf("Matches over nft's chains = %v, %v; want true", same, err)
 	}
-	other := PlanDual(addrs("10.139.1.1", "10.139.1.2"), addrs("fd09::1", "fd09::2"), nil, addrs("2001:db8::54"))
+	other := PlanDual(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("fd09::1", "fd09::2"), nil, testsupport.Addrs("2001:db8::54"))
 	if same, err := nft.Matches(other); err != nil || same {
 		t.Fatalf("Matches with another IPv6 server = %v, %v; want false", same, err)
 	}
-	ipv4Only := Plan(addrs("10.139.1.1", "10.139.1.2"), nil)
+	ipv4Only := Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), nil)
 	if same, err := nft.Matches(ipv4Only); err != nil || same {
 		t.Fatalf("Matches(IPv4 only) with IPv6 chains present = %v, %v; want false", same, err)
 	}
@@ -134,9 +136,9 @@ func TestReplaceBothFamiliesInOneTransaction(t *testing.T) {
 	}
 	defer h.Close()
 	sets := [][]Rule{
-		PlanDual(addrs("10.139.1.1"), addrs("fd09::1"), addrs("192.0.2.1"), addrs("2001:db8::53")),
-		PlanDual(addrs("10.139.1.1"), addrs("fd09::1"), nil, addrs("2001:db8::54")),
-		PlanDual(addrs("10.139.1.1"), addrs("fd09::1"), addrs("192.0.2.2"), nil),
+		PlanDual(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("fd09::1"), testsupport.Addrs("192.0.2.1"), testsupport.Addrs("2001:db8::53")),
+		PlanDual(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("fd09::1"), nil, testsupport.Addrs("2001:db8::54")),
+		PlanDual(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("fd09::1"), testsupport.Addrs("192.0.2.2"), nil),
 	}
 	for i, rules := range sets {
 		before, err := generation(h)

@@ -1,6 +1,7 @@
-// Package resolved asks systemd-resolved, over D-Bus, which DNS servers it
-// uses, and reports when that list may have changed.
-package resolved
+// systemd-resolved over D-Bus: which DNS servers it uses, and when that
+// list may have changed.
+
+package dns
 
 import (
 	"context"

@@ -1,9 +1,8 @@
-// Package dnat points the virtual DNS addresses that client qubes use at the
-// network qube's real DNS servers: it plans the rules of chain dnat-dns in
-// table ip qubes (and, when QubesDB names IPv6 virtual addresses, in table
-// ip6 qubes), compares them with the kernel's and replaces the chains in
-// one nftables transaction when they differ.
-package dnat
+// Plan: the rules of chain dnat-dns in table ip qubes (and, when QubesDB
+// names IPv6 virtual addresses, in table ip6 qubes), which point the
+// virtual DNS addresses at the real servers.
+
+package dns
 
 import (
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // Proto is the transport protocol a rule matches.
@@ -192,7 +193,7 @@ func Script(rules []Rule) string {
 		if !c.present() {
 			continue
 		}
-		f, table := c.family.name, TableName
+		f, table := c.family.name, netvm.Table
 		fmt.Fprintf(&b, "add table %s %s\nadd chain %s %s %s\ndelete chain %s %s %s\n", f, table, f, table, c.name, f, table, c.name)
 		fmt.Fprintf(&b, "table %s %s {\n\tchain %s {\n\t\t%s\n", f, table, c.name, c.hookText)
 		for _, r := range c.rules {

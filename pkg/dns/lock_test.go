@@ -1,4 +1,4 @@
-package dnat
+package dns
 
 import (
 	"context"

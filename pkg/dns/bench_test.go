@@ -1,12 +1,16 @@
-package dnat
+package dns
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/qubes-netvm/qnet/internal/testsupport"
+)
 
 // BenchmarkReplace times one chain replacement (one transaction plus the
 // read-back) in a sandbox network qube, alternating two rule sets.
 func BenchmarkReplace(b *testing.B) {
 	_, nft := newNetVM(b)
-	sets := [][]Rule{Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.1")), Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.2"))}
+	sets := [][]Rule{Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.1")), Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.2"))}
 	i := 0
 	for b.Loop() {
 		if err := nft.Replace(sets[i%2]); err != nil {
@@ -19,7 +23,7 @@ func BenchmarkReplace(b *testing.B) {
 // BenchmarkMatches times the read-back comparison alone.
 func BenchmarkMatches(b *testing.B) {
 	_, nft := newNetVM(b)
-	rules := Plan(addrs("10.139.1.1", "10.139.1.2"), addrs("192.0.2.1"))
+	rules := Plan(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("192.0.2.1"))
 	if err := nft.Replace(rules); err != nil {
 		b.Fatal(err)
 	}

@@ -1,25 +1,21 @@
-package dnswatch
+package dns
 
 import (
 	"context"
 	"time"
-
-	"github.com/qubes-netvm/qnet/pkg/dnat"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/systemd"
 )
 
 // watchResolved pokes on resolved's DNS change signals, and once each time
 // it has subscribed (signals before that went unseen). When the bus
 // connection fails or drops (the bus restarted, or there is none) it
 // reconnects with a growing delay.
-func watchResolved(ctx context.Context, cfg dnat.Config, poke func(string)) {
+func watchResolved(ctx context.Context, cfg Config, poke func(string)) {
 	backoff := time.Second
 	for ctx.Err() == nil {
-		conn, err := systemd.ConnectSystemBus(ctx, cfg.BusTimeout)
+		conn, err := ConnectSystemBus(ctx, cfg.BusTimeout)
 		if err == nil {
 			backoff = time.Second
-			err = resolved.WatchDNS(ctx, conn, func() { poke("systemd-resolved DNS changed") })
+			err = WatchDNS(ctx, conn, func() { poke("systemd-resolved DNS changed") })
 			conn.Close()
 		}
 		if ctx.Err() != nil {
