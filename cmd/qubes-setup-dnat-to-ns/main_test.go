@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,15 +21,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	var cleanup func()
-	var err error
-	if binary, cleanup, err = testsupport.Binary("qubes-setup-dnat-to-ns"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testsupport.Main(m, testsupport.Build{Name: "qubes-setup-dnat-to-ns", Package: ".", Path: &binary})
 }
 
 func TestFlags(t *testing.T) {
@@ -72,15 +63,10 @@ func newEnv(t testing.TB, resolvConf string) *env {
 	t.Helper()
 	sb := testsupport.New(t, sandbox.Options{})
 	dir := t.TempDir()
-	socket := filepath.Join(dir, "qubesdb.sock")
-	db, err := fakeqdb.Start(socket, map[string]string{
+	db, socket := testsupport.QubesDB(t, map[string]string{
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	e := &env{
 		sb:         sb,
 		db:         db,
@@ -201,13 +187,7 @@ func TestOneShot(t *testing.T) {
 	script := "add table ip qubes\nadd chain ip qubes dnat-dns\ndelete chain ip qubes dnat-dns\n" +
 		"table ip qubes {\nchain dnat-dns {\ntype nat hook prerouting priority dstnat; policy accept;\n" +
 		strings.Join(want, "\n") + "\n}\n}\n"
-	nftFile := filepath.Join(t.TempDir(), "upstream.nft")
-	if err := os.WriteFile(nftFile, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := ns.Exec("nft", "-f", nftFile); err != nil {
-		t.Fatalf("nft -f: %v %s", err, out)
-	}
+	testsupport.LoadNft(t, ns, script)
 	written := chainJSON(t, ns)
 	if code, _, stderr := e.runBinary(t); code != 100 {
 		t.Fatalf("run over an nft-written chain: exit %d, want 100; stderr %s", code, stderr)
@@ -280,15 +260,9 @@ func addClient(t *testing.T, sb *sandbox.Sandbox) *sandbox.Client {
 // returns a function reading it.
 func countUpstreamDNS(t *testing.T, sb *sandbox.Sandbox) func() int {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "count.nft")
 	rules := "table inet qnt_dns_count {\n chain in {\n type filter hook prerouting priority -300; policy accept;\n" +
 		" iifname \"up0\" udp dport 53 counter\n iifname \"up0\" tcp dport 53 counter\n }\n}\n"
-	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := sb.Upstream.Exec("nft", "-f", f); err != nil {
-		t.Fatalf("nft -f: %v %s", err, out)
-	}
+	testsupport.LoadNft(t, sb.Upstream, rules)
 	return func() int {
 		var doc struct {
 			Nftables []struct {
@@ -373,20 +347,6 @@ func expectNoLeak(t *testing.T, c *sandbox.Client, upstreamDNS func() int) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes, and returns
-// how long it took.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-	return time.Since(start)
-}
-
 // startWatch runs the binary with --watch in the network qube and stops it
 // (SIGTERM, expecting exit 0) when the test ends.
 func startWatch(t *testing.T, e *env) {
@@ -443,14 +403,14 @@ func TestWatch(t *testing.T) {
 		return func() bool { return equal(chainRules(t, e.sb.NetVM), want) }
 	}
 	const deadline = 10 * time.Second // generous; the latencies are logged
-	waitFor(t, "initial rules", deadline, rulesAre(dnatRules("10.139.1.1", sandbox.Resolver1, "10.139.1.2", sandbox.Resolver1)))
+	testsupport.WaitWithin(t, "initial rules", deadline, rulesAre(dnatRules("10.139.1.1", sandbox.Resolver1, "10.139.1.2", sandbox.Resolver1)))
 
 	dir := filepath.Dir(e.resolvConf)
 	swap := func(name string, act func(), resolver string) {
 		t.Helper()
 		act()
-		chain := waitFor(t, name+": chain", deadline, rulesAre(dnatRules("10.139.1.1", resolver, "10.139.1.2", resolver)))
-		query := waitFor(t, name+": query", deadline, answeredBy(resolver))
+		chain := testsupport.WaitWithin(t, name+": chain", deadline, rulesAre(dnatRules("10.139.1.1", resolver, "10.139.1.2", resolver)))
+		query := testsupport.WaitWithin(t, name+": query", deadline, answeredBy(resolver))
 		t.Logf("%s: chain updated after %v, query answered by %s after %v more", name, chain.Round(time.Millisecond), resolver, query.Round(time.Millisecond))
 	}
 	swap("resolv.conf renamed over", func() {
@@ -481,7 +441,7 @@ func TestWatch(t *testing.T) {
 	swap("resolved PropertiesChanged", func() { fake.set(sandbox.Resolver1) }, sandbox.Resolver1)
 
 	fake.set() // no upstream DNS at all
-	waitFor(t, "drop rules", deadline, rulesAre(dnatRules("10.139.1.1", "drop", "10.139.1.2", "drop")))
+	testsupport.WaitWithin(t, "drop rules", deadline, rulesAre(dnatRules("10.139.1.1", "drop", "10.139.1.2", "drop")))
 	expectNoLeak(t, c, upstreamDNS)
 }
 
@@ -501,14 +461,14 @@ func TestWatchNetlinkEvent(t *testing.T) {
 	fake := startSilentResolved(t, address, "192.0.2.1")
 	e.setBus(address)
 	startWatch(t, e)
-	waitFor(t, "initial rules", 10*time.Second, func() bool {
+	testsupport.WaitWithin(t, "initial rules", 10*time.Second, func() bool {
 		return equal(chainRules(t, e.sb.NetVM), dnatRules("10.139.1.1", "192.0.2.1", "10.139.1.2", "192.0.2.1"))
 	})
 	fake.set("192.0.2.2") // no signal
 	if out, err := e.sb.NetVM.Exec("ip", "addr", "add", "198.51.100.99/24", "dev", "eth0"); err != nil {
 		t.Fatalf("ip addr add: %v %s", err, out)
 	}
-	took := waitFor(t, "rules after an uplink address change", 10*time.Second, func() bool {
+	took := testsupport.WaitWithin(t, "rules after an uplink address change", 10*time.Second, func() bool {
 		return equal(chainRules(t, e.sb.NetVM), dnatRules("10.139.1.1", "192.0.2.2", "10.139.1.2", "192.0.2.2"))
 	})
 	t.Logf("rules updated %v after the address change", took.Round(time.Millisecond))

@@ -212,7 +212,7 @@ func (d *demo) traffic() error {
 		}
 		var parts, problems []string
 		for _, target := range c.pings {
-			if err := awaitPing(d.ctx, c.NS, target); err != nil {
+			if err := c.NS.AwaitPing(d.ctx, target, pingTimeout); err != nil {
 				problems = append(problems, err.Error())
 				continue
 			}

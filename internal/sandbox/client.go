@@ -61,11 +61,11 @@ func (s *Sandbox) AddClient(spec ClientSpec) (c *Client, err error) {
 	}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, deleteNamespace(c.NS.Name))
+			err = errors.Join(err, DeleteNamespace(c.NS.Name))
 			c = nil
 		}
 	}()
-	if err := c.NS.ipBatch("link set lo up"); err != nil {
+	if err := c.NS.IPBatch("link set lo up"); err != nil {
 		return c, fmt.Errorf("add client %s: %w", c.Vif, err)
 	}
 	if !spec.DeferVif {
@@ -80,7 +80,7 @@ func (s *Sandbox) AddClient(spec ClientSpec) (c *Client, err error) {
 // script: in the network qube down, without address, group 0, MAC
 // fe:ff:ff:ff:ff:ff; in the client up and fully configured.
 func (c *Client) CreateVif() error {
-	if err := c.netvm.ipBatch(fmt.Sprintf("link add %s address fe:ff:ff:ff:ff:ff type veth peer name eth0 address %s netns %s",
+	if err := c.netvm.IPBatch(fmt.Sprintf("link add %s address fe:ff:ff:ff:ff:ff type veth peer name eth0 address %s netns %s",
 		c.Vif, c.Spec.MAC, c.NS.Name)); err != nil {
 		return fmt.Errorf("create %s: %w", c.Vif, err)
 	}
@@ -106,7 +106,7 @@ func (c *Client) CreateVif() error {
 			"route add default via "+c.Spec.Gateway6+" dev eth0",
 		)
 	}
-	if err := c.NS.ipBatch(commands...); err != nil {
+	if err := c.NS.IPBatch(commands...); err != nil {
 		return fmt.Errorf("configure client end of %s: %w", c.Vif, err)
 	}
 	return nil
@@ -116,7 +116,7 @@ func (c *Client) CreateVif() error {
 // It deletes the client's end, which works whatever the network qube did
 // with its end (renamed it, moved it into another namespace).
 func (c *Client) DeleteVif() error {
-	if err := c.NS.ipBatch("link delete eth0"); err != nil {
+	if err := c.NS.IPBatch("link delete eth0"); err != nil {
 		return fmt.Errorf("delete %s: %w", c.Vif, err)
 	}
 	return nil

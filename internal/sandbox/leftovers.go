@@ -41,7 +41,7 @@ func RemoveLeftovers() error { return removeDead(leftoverName, namePrefix) }
 func RemoveKept() error { return removeDead(keptName, keptPrefix) }
 
 func removeDead(owned *regexp.Regexp, prefix string) error {
-	names, err := namespaceNames()
+	names, err := NamespaceNames()
 	if err != nil {
 		return err
 	}
@@ -76,8 +76,8 @@ func processExists(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-// namespaceNames lists the namespaces `ip netns` knows.
-func namespaceNames() ([]string, error) {
+// NamespaceNames lists the namespaces `ip netns` knows.
+func NamespaceNames() ([]string, error) {
 	entries, err := os.ReadDir("/run/netns")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -99,16 +99,16 @@ func deleteOwnNamespace(name string) error {
 	var err error
 	if m := clientName.FindStringSubmatch(name); m != nil {
 		if nat := "vif" + m[1] + "." + m[2] + "-nat"; namespaceExists(nat) {
-			err = deleteNamespace(nat)
+			err = DeleteNamespace(nat)
 		}
 	}
-	return errors.Join(err, deleteNamespace(name))
+	return errors.Join(err, DeleteNamespace(name))
 }
 
-// deleteNamespace kills the processes inside the namespace (never this
+// DeleteNamespace kills the processes inside the namespace (never this
 // one: a thread of ours may be visiting it) and deletes it. A namespace
 // someone else deleted meanwhile counts as deleted.
-func deleteNamespace(name string) error {
+func DeleteNamespace(name string) error {
 	out, err := run(nil, "ip", "netns", "pids", name)
 	if err != nil && namespaceExists(name) {
 		return err

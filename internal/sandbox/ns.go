@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -172,11 +174,32 @@ func (n *NS) SetSysctl(key, value string) error {
 	})
 }
 
-// ipBatch runs iproute2 commands, one per line, in the namespace in one
+// IPBatch runs iproute2 commands, one per line, in the namespace in one
 // process.
-func (n *NS) ipBatch(commands ...string) error {
+func (n *NS) IPBatch(commands ...string) error {
 	_, err := run(strings.NewReader(strings.Join(commands, "\n")+"\n"), "ip", "-n", n.Name, "-batch", "-")
 	return err
+}
+
+// LoadNft loads an nftables script into the namespace with nft -f -.
+func (n *NS) LoadNft(script string) error {
+	_, err := run(strings.NewReader(script), "ip", "netns", "exec", n.Name, "nft", "-f", "-")
+	return err
+}
+
+// AwaitPing pings target from the namespace until a reply comes, for at
+// most timeout or until ctx ends.
+func (n *NS) AwaitPing(ctx context.Context, target string, timeout time.Duration, extra ...string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := n.Exec("ping", append([]string{"-c1", "-W1"}, append(extra, target)...)...)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("no reply to ping %s from %s within %s: %w", target, n.Name, timeout, err)
+		}
+	}
 }
 
 // run executes a program and returns its standard output; a failure

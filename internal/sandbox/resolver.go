@@ -42,7 +42,7 @@ func (s *Sandbox) StartResolver(addr string) error {
 	if _, running := s.resolvers[addr]; running {
 		return fmt.Errorf("start resolver %s: already running", addr)
 	}
-	if err := s.Upstream.ipBatch(fmt.Sprintf("addr replace %s/%d dev lo", addr, ip.BitLen())); err != nil {
+	if err := s.Upstream.IPBatch(fmt.Sprintf("addr replace %s/%d dev lo", addr, ip.BitLen())); err != nil {
 		return fmt.Errorf("start resolver %s: %w", addr, err)
 	}
 	dir := filepath.Join(s.dir, "dnsmasq-"+addr)

@@ -95,7 +95,7 @@ func New(opts Options) (s *Sandbox, err error) {
 	if _, err := run(strings.NewReader("netns add "+s.NetVM.Name+"\nnetns add "+s.Upstream.Name+"\n"), "ip", "-batch", "-"); err != nil {
 		return s, err
 	}
-	if err := s.NetVM.ipBatch("link add eth0 type veth peer name up0 netns " + s.Upstream.Name); err != nil {
+	if err := s.NetVM.IPBatch("link add eth0 type veth peer name up0 netns " + s.Upstream.Name); err != nil {
 		return s, err
 	}
 	// Without duplicate address detection the uplink's link-local address
@@ -104,7 +104,7 @@ func New(opts Options) (s *Sandbox, err error) {
 	if err := s.NetVM.SetSysctl("net/ipv6/conf/eth0/accept_dad", "0"); err != nil {
 		return s, err
 	}
-	if err := s.NetVM.ipBatch(
+	if err := s.NetVM.IPBatch(
 		"link set lo up",
 		"link set eth0 group "+strconv.Itoa(netvm.UplinkGroup),
 		"addr add "+UplinkAddr+"/24 dev eth0",
@@ -115,7 +115,7 @@ func New(opts Options) (s *Sandbox, err error) {
 	); err != nil {
 		return s, err
 	}
-	if err := s.Upstream.ipBatch(
+	if err := s.Upstream.IPBatch(
 		"link set lo up",
 		"addr add "+InternetHost+"/32 dev lo",
 		"addr add "+InternetHost6+"/128 dev lo",
@@ -134,7 +134,7 @@ func New(opts Options) (s *Sandbox, err error) {
 		return s, err
 	}
 	if !opts.NoBaseRuleset {
-		if _, err := run(strings.NewReader(BaseRuleset), "ip", "netns", "exec", s.NetVM.Name, "nft", "-f", "-"); err != nil {
+		if err := s.NetVM.LoadNft(BaseRuleset); err != nil {
 			return s, fmt.Errorf("load base ruleset: %w", err)
 		}
 	}
@@ -160,7 +160,7 @@ func (s *Sandbox) Close() error {
 	for _, r := range resolvers {
 		r.stop()
 	}
-	names, err := namespaceNames()
+	names, err := NamespaceNames()
 	errs = append(errs, err)
 	for _, name := range names {
 		if strings.HasPrefix(name, s.ID+"-") {

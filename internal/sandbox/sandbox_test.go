@@ -21,29 +21,6 @@ const (
 	clientMAC  = "00:16:3e:5e:6c:05"
 )
 
-// mustRun runs a tool inside ns and fails the test on error.
-func mustRun(t *testing.T, ns *sandbox.NS, name string, args ...string) {
-	t.Helper()
-	if _, err := ns.Exec(name, args...); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// awaitPing pings target from ns until a reply comes or the deadline passes.
-func awaitPing(t *testing.T, ns *sandbox.NS, target string, extra ...string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := ns.Exec("ping", append([]string{"-c1", "-W1"}, append(extra, target)...)...)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no ping reply from %s in %s: %v", target, ns.Name, err)
-		}
-	}
-}
-
 // pingFails asserts that a single ping gets no reply.
 func pingFails(t *testing.T, ns *sandbox.NS, target string, extra ...string) {
 	t.Helper()
@@ -78,15 +55,15 @@ func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
 	if err := netvm.SetSysctl("net/ipv4/conf/vif5.0/proxy_arp", "1"); err != nil {
 		t.Fatal(err)
 	}
-	mustRun(t, netvm, "nft", fmt.Sprintf(`add element ip qubes allowed { "vif5.0" . %s }; add element ip qubes downstream { %s };`+
+	testsupport.MustRun(t, netvm, "nft", fmt.Sprintf(`add element ip qubes allowed { "vif5.0" . %s }; add element ip qubes downstream { %s };`+
 		`add element ip6 qubes allowed { "vif5.0" . %s }; add element ip6 qubes downstream { %s }`, clientIP, clientIP, clientIP6, clientIP6))
-	mustRun(t, netvm, "ip", "neigh", "add", clientIP, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
-	mustRun(t, netvm, "ip", "neigh", "add", clientIP6, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
-	mustRun(t, netvm, "ip", "link", "set", "vif5.0", "group", "2", "up")
-	mustRun(t, netvm, "ip", "route", "add", clientIP, "dev", "vif5.0", "metric", "32747")
-	mustRun(t, netvm, "ip", "route", "add", clientIP6, "dev", "vif5.0", "metric", "32747")
-	mustRun(t, netvm, "ip", "addr", "add", sandbox.DefaultGateway+"/32", "dev", "vif5.0")
-	mustRun(t, netvm, "ip", "addr", "add", gatewayIP6+"/128", "dev", "vif5.0", "nodad")
+	testsupport.MustRun(t, netvm, "ip", "neigh", "add", clientIP, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
+	testsupport.MustRun(t, netvm, "ip", "neigh", "add", clientIP6, "lladdr", clientMAC, "dev", "vif5.0", "nud", "permanent")
+	testsupport.MustRun(t, netvm, "ip", "link", "set", "vif5.0", "group", "2", "up")
+	testsupport.MustRun(t, netvm, "ip", "route", "add", clientIP, "dev", "vif5.0", "metric", "32747")
+	testsupport.MustRun(t, netvm, "ip", "route", "add", clientIP6, "dev", "vif5.0", "metric", "32747")
+	testsupport.MustRun(t, netvm, "ip", "addr", "add", sandbox.DefaultGateway+"/32", "dev", "vif5.0")
+	testsupport.MustRun(t, netvm, "ip", "addr", "add", gatewayIP6+"/128", "dev", "vif5.0", "nodad")
 	if err := netvm.SetSysctl("net/ipv6/conf/vif5.0/proxy_ndp", "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +85,7 @@ func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
 	}
 
 	for _, target := range []string{sandbox.DefaultGateway, sandbox.InternetHost, gatewayIP6, sandbox.InternetHost6} {
-		awaitPing(t, c.NS, target)
+		testsupport.AwaitPing(t, c.NS, target)
 	}
 
 	spoofs := []struct {
@@ -123,7 +100,7 @@ func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
 			if tc.family == "ip6" {
 				addrArgs = append(addrArgs, "nodad")
 			}
-			mustRun(t, c.NS, "ip", addrArgs...)
+			testsupport.MustRun(t, c.NS, "ip", addrArgs...)
 			source, _, _ := strings.Cut(tc.source, "/")
 			before := antispoofDrops(t, netvm, tc.family)
 			pingFails(t, c.NS, tc.target, "-I", source)
@@ -133,7 +110,7 @@ func TestHandConfiguredNetVMForwardsAndFilters(t *testing.T) {
 		})
 	}
 
-	mustRun(t, netvm, "nft", fmt.Sprintf(`delete element ip qubes allowed { "vif5.0" . %s }; delete element ip6 qubes allowed { "vif5.0" . %s }`, clientIP, clientIP6))
+	testsupport.MustRun(t, netvm, "nft", fmt.Sprintf(`delete element ip qubes allowed { "vif5.0" . %s }; delete element ip6 qubes allowed { "vif5.0" . %s }`, clientIP, clientIP6))
 	for _, tc := range []struct{ family, target string }{
 		{"ip", sandbox.DefaultGateway},
 		{"ip6", gatewayIP6},
@@ -277,14 +254,10 @@ func TestResolverAnswersOverUDPAndTCP(t *testing.T) {
 // ownNamespaces lists the namespaces this test process created.
 func ownNamespaces(t *testing.T) []string {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatalf("ip netns list: %v", err)
-	}
 	prefix := fmt.Sprintf("qnt%dx", os.Getpid())
 	var names []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, prefix) {
+	for _, name := range testsupport.Namespaces(t) {
+		if strings.HasPrefix(name, prefix) {
 			names = append(names, name)
 		}
 	}
@@ -354,7 +327,7 @@ func TestRemoveLeftoversSparesLiveRuns(t *testing.T) {
 		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 			t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 		}
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", name).Run() })
+		t.Cleanup(func() { testsupport.DeleteNamespace(t, name) })
 	}
 	// Named as New names its temporary directory: the sandbox ID and "-".
 	tempDir := func(name string) string {

@@ -55,25 +55,65 @@ const BinDirEnv = "QNET_BIN_DIR"
 // current directory (a cmd/<name> test's own package), and a function that
 // removes what it built. For use in TestMain.
 func Binary(name string) (path string, cleanup func(), err error) {
-	if dir := os.Getenv(BinDirEnv); dir != "" {
-		path = filepath.Join(dir, name)
-		if _, err := os.Stat(path); err != nil {
-			return "", nil, fmt.Errorf("prebuilt %s: %w", name, err)
-		}
-		return path, func() {}, nil
-	}
-	dir, err := os.MkdirTemp("", "qnt-bin-")
+	dir, cleanup, err := buildAll([]Build{{Name: name, Package: "."}})
 	if err != nil {
 		return "", nil, err
 	}
-	path = filepath.Join(dir, name)
-	build := exec.Command("go", "build", "-o", path, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("build %s: %w\n%s", name, err, out)
+	return filepath.Join(dir, name), cleanup, nil
+}
+
+// Build is one command a TestMain needs: its name, its package directory
+// relative to the test's own ("." for the test's own package) and, if
+// set, where to store the path of its binary.
+type Build struct {
+	Name    string
+	Package string
+	Path    *string
+}
+
+// Main is a whole TestMain: it builds the commands (or takes them from
+// $QNET_BIN_DIR), runs the tests, removes what it built and exits with
+// the tests' code.
+func Main(m *testing.M, builds ...Build) {
+	dir, cleanup, err := buildAll(builds)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	return path, func() { os.RemoveAll(dir) }, nil
+	for _, b := range builds {
+		if b.Path != nil {
+			*b.Path = filepath.Join(dir, b.Name)
+		}
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// buildAll builds the commands into one temporary directory, or checks
+// that $QNET_BIN_DIR holds them, and returns the directory and a function
+// that removes what it built.
+func buildAll(builds []Build) (dir string, cleanup func(), err error) {
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		for _, b := range builds {
+			if _, err := os.Stat(filepath.Join(dir, b.Name)); err != nil {
+				return "", nil, fmt.Errorf("prebuilt %s: %w", b.Name, err)
+			}
+		}
+		return dir, func() {}, nil
+	}
+	if dir, err = os.MkdirTemp("", "qnt-bin-"); err != nil {
+		return "", nil, err
+	}
+	for _, b := range builds {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, b.Name), b.Package)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return "", nil, fmt.Errorf("build %s: %w\n%s", b.Name, err, out)
+		}
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
 }
 
 // ReportPercentiles reports the median and the 90th percentile of runs, in

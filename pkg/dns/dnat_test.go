@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -69,17 +68,6 @@ func listChain(t *testing.T, ns *sandbox.NS) (chain []chainJSON, rules []string,
 		}
 	}
 	return doc.Nftables, rules, true
-}
-
-func nftApply(t *testing.T, ns *sandbox.NS, script string) {
-	t.Helper()
-	f := t.TempDir() + "/rules.nft"
-	if err := writeFile(f, script); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := ns.Exec("nft", "-f", f); err != nil {
-		t.Fatalf("nft -f: %v: %s\n%s", err, out, script)
-	}
 }
 
 func TestReplaceWritesTheChain(t *testing.T) {
@@ -164,7 +152,7 @@ func TestMatchesChainWrittenByNft(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			nftApply(t, ns, tt.script)
+			testsupport.LoadNft(t, ns, tt.script)
 			if same, err := nft.Matches(rules); err != nil || same != tt.want {
 				t.Fatalf("Matches = %v, %v; want %v, nil", same, err, tt.want)
 			}
@@ -176,7 +164,7 @@ func TestMatchesChainWrittenByNft(t *testing.T) {
 // case where an "ensure it exists" step carrying hook attributes fails.
 func TestReplaceOverOtherBaseChain(t *testing.T) {
 	ns, nft := newNetVM(t)
-	nftApply(t, ns, "table ip qubes {\n chain dnat-dns {\n type nat hook prerouting priority dstnat + 7; policy accept;\n counter\n }\n}\n")
+	testsupport.LoadNft(t, ns, "table ip qubes {\n chain dnat-dns {\n type nat hook prerouting priority dstnat + 7; policy accept;\n counter\n }\n}\n")
 	rules := Plan(testsupport.Addrs("10.139.1.1"), testsupport.Addrs("192.0.2.1"))
 	if err := nft.Replace(rules); err != nil {
 		t.Fatalf("Replace: %v", err)
@@ -298,10 +286,6 @@ func TestReplaceIsAtomic(t *testing.T) {
 	if netlinkReads.Load() == 0 || nftReads.Load() == 0 {
 		t.Fatal("a reader never completed a read")
 	}
-}
-
-func writeFile(path, content string) error {
-	return os.WriteFile(path, []byte(content), 0o644)
 }
 
 // generation asks the kernel for the ruleset's generation id, which every

@@ -100,7 +100,7 @@ table ip6 qubes {
 func TestMatchesIPv6ChainsWrittenByNft(t *testing.T) {
 	ns, nft := newNetVM(t)
 	rules := PlanDual(testsupport.Addrs("10.139.1.1", "10.139.1.2"), testsupport.Addrs("fd09::1", "fd09::2"), nil, testsupport.Addrs("2001:db8::53"))
-	nftApply(t, ns, Script(rules))
+	testsupport.LoadNft(t, ns, Script(rules))
 	if same, err := nft.Matches(rules); err != nil || !same {
 		t.Fatalf("Matches over nft's chains = %v, %v; want true", same, err)
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
 	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
 	"github.com/qubes-netvm/qnet/internal/fake/systembus"
 	"github.com/qubes-netvm/qnet/internal/testsupport"
@@ -26,12 +25,7 @@ const testBusTimeout = 300 * time.Millisecond
 func testConfig(t *testing.T, nft *NFT, qdb map[string]string, resolvConf string) Config {
 	t.Helper()
 	dir := t.TempDir()
-	socket := filepath.Join(dir, "qubesdb.sock")
-	db, err := fakeqdb.Start(socket, qdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	_, socket := testsupport.QubesDB(t, qdb)
 	conf := filepath.Join(dir, "resolv.conf")
 	if err := os.WriteFile(conf, []byte(resolvConf), 0o644); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
 )
@@ -22,16 +23,7 @@ import (
 // client connected to it; both are closed when the test ends.
 func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*fakeqdb.Server, *qubesdb.Client, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "qubesdb.sock")
-	srv, err := fakeqdb.Start(sock, initial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv, sock := testsupport.QubesDB(t, initial)
 	return srv, dial(t, sock, timeout), sock
 }
 

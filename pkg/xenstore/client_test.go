@@ -10,6 +10,7 @@ import (
 	"time"
 
 	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
 )
 
@@ -19,12 +20,7 @@ const vif = "/local/domain/0/backend/vif/5/0"
 // to it.
 func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*fakexs.Server, *xenstore.Client, string) {
 	t.Helper()
-	socket := filepath.Join(t.TempDir(), "xenstored.sock")
-	s, err := fakexs.Start(socket, initial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, socket := testsupport.XenStore(t, initial)
 	c, err := xenstore.DialPath(socket, timeout)
 	if err != nil {
 		t.Fatal(err)

@@ -5,26 +5,15 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 )
-
-func start(t *testing.T, initial map[string]string) (*fakeqdb.Server, string) {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "qdb.sock")
-	srv, err := fakeqdb.Start(sock, initial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv, sock
-}
 
 // raw is a client that speaks the wire protocol byte by byte, so the tests
 // can send what the real client never would.
@@ -92,7 +81,7 @@ func (r *raw) readsStillWork() {
 }
 
 func TestInvalidRequestsAnswerError(t *testing.T) {
-	_, sock := start(t, map[string]string{"/x": "1"})
+	_, sock := testsupport.QubesDB(t, map[string]string{"/x": "1"})
 	tests := []struct {
 		name string
 		typ  qdb.MsgType
@@ -120,7 +109,7 @@ func TestInvalidRequestsAnswerError(t *testing.T) {
 }
 
 func TestReadAnswers(t *testing.T) {
-	srv, sock := start(t, map[string]string{"/x": "1", "/empty": ""})
+	srv, sock := testsupport.QubesDB(t, map[string]string{"/x": "1", "/empty": ""})
 	srv.Fail("/broken")
 	r := dialRaw(t, sock)
 	for _, tt := range []struct {
@@ -146,7 +135,7 @@ func TestReadAnswers(t *testing.T) {
 }
 
 func TestReadWithDataDisconnects(t *testing.T) {
-	_, sock := start(t, map[string]string{"/x": "1"})
+	_, sock := testsupport.QubesDB(t, map[string]string{"/x": "1"})
 	r := dialRaw(t, sock)
 	r.send(qdb.CmdRead, "/x", []byte("d"))
 	// Closing with unread request data makes the kernel send a reset.
@@ -156,7 +145,7 @@ func TestReadWithDataDisconnects(t *testing.T) {
 }
 
 func TestStallReleasedByClose(t *testing.T) {
-	srv, sock := start(t, map[string]string{"/slow": "x"})
+	srv, sock := testsupport.QubesDB(t, map[string]string{"/slow": "x"})
 	srv.Stall("/slow")
 	r := dialRaw(t, sock)
 	r.send(qdb.CmdRead, "/slow", nil)
@@ -182,7 +171,7 @@ func TestStallReleasedByClose(t *testing.T) {
 }
 
 func TestStartOnTakenSocket(t *testing.T) {
-	_, sock := start(t, nil)
+	_, sock := testsupport.QubesDB(t, nil)
 	if srv, err := fakeqdb.Start(sock, nil); err == nil {
 		srv.Close()
 		t.Fatal("second Start on the same socket succeeded")
