@@ -92,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return printPlan(ctx, cfg, stdout, log)
 	case *watch:
 		cfg.RestartOnChange = []string{dns.UpdatesProxyUnit}
-		if err := dns.Run(ctx, dns.Options{Sync: cfg}); err != nil {
+		if err := dns.Watch(ctx, dns.WatchOptions{Sync: cfg}); err != nil {
 			log.Error("watch failed", "error", err)
 			return exitError
 		}

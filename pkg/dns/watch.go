@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// Defaults for Options.
+// Defaults for WatchOptions.
 const (
 	DefaultCoalesce = 200 * time.Millisecond
 	// UpdatesProxyUnit is restarted after a change, as the dispatcher hook
@@ -22,10 +22,10 @@ const (
 	maxBackoff       = time.Minute
 )
 
-// Options configure Run.
-type Options struct {
+// WatchOptions configure Watch.
+type WatchOptions struct {
 	Sync Config
-	// Coalesce is how long Run waits after the first event of a burst
+	// Coalesce is how long Watch waits after the first event of a burst
 	// before it syncs; later events of the burst join that sync.
 	Coalesce time.Duration
 	// NetNS selects the network namespace whose address and route events
@@ -35,11 +35,11 @@ type Options struct {
 	Synced func(Result, error)
 }
 
-// Run syncs, then watches and re-syncs until ctx ends. A failed sync is
+// Watch syncs, then watches and re-syncs until ctx ends. A failed sync is
 // retried with a growing delay (1 s up to a minute) as well as on the next
-// event. Between events Run uses no CPU: it holds no periodic timer, only
+// event. Between events Watch uses no CPU: it holds no periodic timer, only
 // blocking reads, unless a sync failed or the system bus is missing.
-func Run(ctx context.Context, opts Options) error {
+func Watch(ctx context.Context, opts WatchOptions) error {
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = DefaultCoalesce
 	}
