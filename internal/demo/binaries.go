@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 func (d *demo) xenstoreSocket() string { return filepath.Join(d.dir, "xenstored.sock") }
@@ -112,7 +113,7 @@ func (d *demo) dnatRules() ([]string, error) { return d.chainRules("ip", "dnat-d
 
 // chainRules lists the rules of one chain of table qubes, as nft prints them.
 func (d *demo) chainRules(family, chain string) ([]string, error) {
-	out, err := d.sb.NetVM.Exec("nft", "list", "chain", family, "qubes", chain)
+	out, err := d.sb.NetVM.Exec("nft", "list", "chain", family, netvm.Table, chain)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
 	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // demo is one run: the sandbox, the fake daemons and what the steps found.
@@ -350,7 +351,7 @@ func (d *demo) dns6() error {
 	if res, err = d.runDNSTool(); err != nil {
 		return err
 	}
-	out, err := d.sb.NetVM.Exec("nft", "list", "table", "ip6", "qubes")
+	out, err := d.sb.NetVM.Exec("nft", "list", "table", "ip6", netvm.Table)
 	if err != nil {
 		return err
 	}
