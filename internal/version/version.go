@@ -3,5 +3,5 @@
 // name exactly the build that ran.
 package version
 
-// Version is overwritten by the linker: -X github.com/qubes-netvm/qnet/pkg/version.Version=….
+// Version is overwritten by the linker: -X github.com/qubes-netvm/qnet/internal/version.Version=….
 var Version = "dev"

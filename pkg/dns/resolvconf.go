@@ -11,7 +11,7 @@
 // is reported apart: it cannot be a DNAT target.
 //
 // Two deliberate differences from upstream's Python, both on lines no
-// resolver writes: a line longer than MaxLineLen bytes is skipped whole (as
+// resolver writes: a line longer than MaxResolvConfLine bytes is skipped whole (as
 // musl's resolver does) instead of being split, and a line that is not valid
 // UTF-8 is skipped instead of aborting the whole run with a decode error.
 
@@ -30,50 +30,50 @@ import (
 	"unicode/utf8"
 )
 
-// MaxLineLen is the longest line, in bytes without its terminator, that is
+// MaxResolvConfLine is the longest line, in bytes without its terminator, that is
 // considered at all.
-const MaxLineLen = 4096
+const MaxResolvConfLine = 4096
 
-// Servers are the name servers of a file, in file order, by family.
-type Servers struct {
+// ResolvConfServers are the name servers of a file, in file order, by family.
+type ResolvConfServers struct {
 	IPv4, IPv6 []netip.Addr
 	// Scoped are IPv6 servers that only mean something on one link
 	// (link-local, or written with a zone), zone kept.
 	Scoped []netip.Addr
 }
 
-// ReadFile returns the name servers of the resolv.conf at path. A file that
+// ReadResolvConf returns the name servers of the resolv.conf at path. A file that
 // does not exist yields no servers and no error, as upstream treats it: the
 // caller then installs drop rules.
-func ReadFile(path string) (Servers, error) {
+func ReadResolvConf(path string) (ResolvConfServers, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Servers{}, nil
+		return ResolvConfServers{}, nil
 	}
 	if err != nil {
-		return Servers{}, fmt.Errorf("open %s: %w", path, err)
+		return ResolvConfServers{}, fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	servers, err := ParseServers(f)
+	servers, err := ParseResolvConfServers(f)
 	if err != nil {
-		return Servers{}, fmt.Errorf("read %s: %w", path, err)
+		return ResolvConfServers{}, fmt.Errorf("read %s: %w", path, err)
 	}
 	return servers, nil
 }
 
-// Parse returns the IPv4 name servers in r, in order. It fails only when r
+// ParseResolvConf returns the IPv4 name servers in r, in order. It fails only when r
 // does.
-func Parse(r io.Reader) ([]netip.Addr, error) {
-	servers, err := ParseServers(r)
+func ParseResolvConf(r io.Reader) ([]netip.Addr, error) {
+	servers, err := ParseResolvConfServers(r)
 	return servers.IPv4, err
 }
 
-// ParseServers returns the name servers in r of both families. It fails
+// ParseResolvConfServers returns the name servers in r of both families. It fails
 // only when r does.
-func ParseServers(r io.Reader) (Servers, error) {
-	var servers Servers
+func ParseResolvConfServers(r io.Reader) (ResolvConfServers, error) {
+	var servers ResolvConfServers
 	lines := bufio.NewScanner(r)
-	lines.Buffer(make([]byte, 0, 512), MaxLineLen+2)
+	lines.Buffer(make([]byte, 0, 512), MaxResolvConfLine+2)
 	lines.Split(universalLines())
 	for lines.Scan() {
 		addr, ok := parseServer(lines.Bytes())
@@ -90,9 +90,9 @@ func ParseServers(r io.Reader) (Servers, error) {
 	return servers, lines.Err()
 }
 
-// ParseLine returns the IPv4 name server a single line (without its
+// ParseNameserverLine returns the IPv4 name server a single line (without its
 // terminator) declares, if it declares one.
-func ParseLine(line []byte) (netip.Addr, bool) {
+func ParseNameserverLine(line []byte) (netip.Addr, bool) {
 	addr, ok := parseServer(line)
 	return addr, ok && addr.Is4()
 }
@@ -100,7 +100,7 @@ func ParseLine(line []byte) (netip.Addr, bool) {
 // parseServer returns the server a line declares: a strict IPv4 address or
 // an IPv6 one that is not IPv4-mapped (zones kept).
 func parseServer(line []byte) (netip.Addr, bool) {
-	if len(line) > MaxLineLen || !utf8.Valid(line) {
+	if len(line) > MaxResolvConfLine || !utf8.Valid(line) {
 		return netip.Addr{}, false
 	}
 	keyword, rest := nextField(line)
@@ -138,9 +138,9 @@ func nextField(s []byte) (field, rest []byte) {
 
 // universalLines returns a bufio.SplitFunc that ends a line the way
 // Python's text mode does with universal newlines (at "\n", "\r\n" or a
-// lone "\r") and skips a line longer than MaxLineLen whole, without
+// lone "\r") and skips a line longer than MaxResolvConfLine whole, without
 // holding it in memory: the scanner's buffer never needs more than
-// MaxLineLen+2 bytes.
+// MaxResolvConfLine+2 bytes.
 func universalLines() bufio.SplitFunc {
 	skipping := false // inside an over-long line, until its terminator
 	return func(data []byte, atEOF bool) (int, []byte, error) {
@@ -150,7 +150,7 @@ func universalLines() bufio.SplitFunc {
 		i := bytes.IndexAny(data, "\r\n")
 		if i < 0 {
 			switch {
-			case skipping || len(data) > MaxLineLen:
+			case skipping || len(data) > MaxResolvConfLine:
 				skipping = !atEOF
 				return len(data), nil, nil
 			case atEOF:
@@ -158,7 +158,7 @@ func universalLines() bufio.SplitFunc {
 			}
 			return 0, nil, nil
 		}
-		if i > MaxLineLen {
+		if i > MaxResolvConfLine {
 			// Drop the text now, while the buffer may be full; the
 			// terminator is dealt with on the next call.
 			skipping = true

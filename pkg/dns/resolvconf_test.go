@@ -56,13 +56,13 @@ func TestParse(t *testing.T) {
 		{"other options", "search example.org\noptions edns0 trust-ad\ndomain lan\n", nil},
 		{"any ipv4 kept, as upstream", "nameserver 0.0.0.0\nnameserver 127.0.0.53\nnameserver 255.255.255.255\n", testsupport.Addrs("0.0.0.0", "127.0.0.53", "255.255.255.255")},
 		{"overlong garbage line skipped, next line kept", strings.Repeat("A", 100000) + "\nnameserver 5.5.5.5\n", testsupport.Addrs("5.5.5.5")},
-		{"overlong nameserver line skipped", "nameserver 6.6.6.6 " + strings.Repeat("x", MaxLineLen) + "\nnameserver 7.7.7.7\n", testsupport.Addrs("7.7.7.7")},
-		{"line of exactly MaxLineLen kept", "nameserver 8.8.4.4 " + strings.Repeat("x", MaxLineLen-len("nameserver 8.8.4.4 ")) + "\n", testsupport.Addrs("8.8.4.4")},
-		{"overlong whitespace padding skipped", "nameserver" + strings.Repeat(" ", 2*MaxLineLen) + "1.1.1.1\n", nil},
+		{"overlong nameserver line skipped", "nameserver 6.6.6.6 " + strings.Repeat("x", MaxResolvConfLine) + "\nnameserver 7.7.7.7\n", testsupport.Addrs("7.7.7.7")},
+		{"line of exactly MaxResolvConfLine kept", "nameserver 8.8.4.4 " + strings.Repeat("x", MaxResolvConfLine-len("nameserver 8.8.4.4 ")) + "\n", testsupport.Addrs("8.8.4.4")},
+		{"overlong whitespace padding skipped", "nameserver" + strings.Repeat(" ", 2*MaxResolvConfLine) + "1.1.1.1\n", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse(strings.NewReader(tt.input))
+			got, err := ParseResolvConf(strings.NewReader(tt.input))
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -76,7 +76,7 @@ func TestParse(t *testing.T) {
 func TestReadFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("missing file is no servers", func(t *testing.T) {
-		got, err := ReadFile(filepath.Join(dir, "absent"))
+		got, err := ReadResolvConf(filepath.Join(dir, "absent"))
 		if err != nil || got.IPv4 != nil || got.IPv6 != nil {
 			t.Fatalf("ReadFile(absent) = %v, %v; want no servers, nil", got, err)
 		}
@@ -86,31 +86,31 @@ func TestReadFile(t *testing.T) {
 		if err := os.WriteFile(path, []byte("nameserver 10.0.0.1\nnameserver 10.0.0.2\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		got, err := ReadFile(path)
+		got, err := ReadResolvConf(path)
 		if err != nil || !slices.Equal(got.IPv4, testsupport.Addrs("10.0.0.1", "10.0.0.2")) {
 			t.Fatalf("ReadFile = %v, %v", got, err)
 		}
 	})
 	t.Run("directory is an error", func(t *testing.T) {
-		if _, err := ReadFile(dir); err == nil || !strings.Contains(err.Error(), dir) {
+		if _, err := ReadResolvConf(dir); err == nil || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("ReadFile(dir) error = %v, want one naming %s", err, dir)
 		}
 	})
 }
 
-// TestParseLineLengthsAtTheLimit covers lines around MaxLineLen with each
+// TestParseLineLengthsAtTheLimit covers lines around MaxResolvConfLine with each
 // terminator, where the scanner's buffer is full.
 func TestParseLineLengthsAtTheLimit(t *testing.T) {
-	for n := MaxLineLen - 2; n <= MaxLineLen+3; n++ {
+	for n := MaxResolvConfLine - 2; n <= MaxResolvConfLine+3; n++ {
 		for _, term := range []string{"\n", "\r", "\r\n"} {
 			line := "nameserver 8.8.4.4 " + strings.Repeat("x", n-len("nameserver 8.8.4.4 "))
-			got, err := Parse(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
+			got, err := ParseResolvConf(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
 			want := testsupport.Addrs("8.8.4.4", "1.1.1.1")
-			if n > MaxLineLen {
+			if n > MaxResolvConfLine {
 				want = testsupport.Addrs("1.1.1.1")
 			}
 			if err != nil || !slices.Equal(got, want) {
-				t.Errorf("line of %d bytes ended by %q: Parse = %v, %v; want %v", n, term, got, err, want)
+				t.Errorf("line of %d bytes ended by %q: ParseResolvConf = %v, %v; want %v", n, term, got, err, want)
 			}
 		}
 	}
@@ -119,17 +119,17 @@ func TestParseLineLengthsAtTheLimit(t *testing.T) {
 func TestParseServers(t *testing.T) {
 	input := "nameserver 2001:db8::53\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nnameserver fe80::2\n" +
 		"nameserver 2001:db8::1%eth0\nnameserver ::ffff:1.2.3.4\nnameserver 2001:db8::54 # x\r\n#nameserver 2001:db8::55\n"
-	got, err := ParseServers(strings.NewReader(input))
+	got, err := ParseResolvConfServers(strings.NewReader(input))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Servers{
+	want := ResolvConfServers{
 		IPv4:   testsupport.Addrs("10.0.0.1"),
 		IPv6:   testsupport.Addrs("2001:db8::53", "2001:db8::54"),
 		Scoped: testsupport.Addrs("fe80::1%eth0", "fe80::2", "2001:db8::1%eth0"),
 	}
 	if !slices.Equal(got.IPv4, want.IPv4) || !slices.Equal(got.IPv6, want.IPv6) || !slices.Equal(got.Scoped, want.Scoped) {
-		t.Fatalf("ParseServers = %+v, want %+v", got, want)
+		t.Fatalf("ParseResolvConfServers = %+v, want %+v", got, want)
 	}
 }
 
@@ -147,7 +147,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
-		got, err := Parse(bytes.NewReader(input))
+		got, err := ParseResolvConf(bytes.NewReader(input))
 		if err != nil {
 			t.Fatalf("Parse failed on an in-memory reader: %v", err)
 		}

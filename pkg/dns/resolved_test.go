@@ -16,16 +16,16 @@ import (
 	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
-func v4(ifindex int32, a, b, c, d byte) Server {
-	return Server{Ifindex: ifindex, Family: 2, Address: []byte{a, b, c, d}}
+func v4(ifindex int32, a, b, c, d byte) ResolvedServer {
+	return ResolvedServer{Ifindex: ifindex, Family: 2, Address: []byte{a, b, c, d}}
 }
 
-func v6(ifindex int32) Server {
-	return Server{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr("2001:db8::53").AsSlice()}
+func v6(ifindex int32) ResolvedServer {
+	return ResolvedServer{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr("2001:db8::53").AsSlice()}
 }
 
 // asFake converts servers to the fake's own copy of the D-Bus type.
-func asFake(servers ...Server) []fakeresolved.Server {
+func asFake(servers ...ResolvedServer) []fakeresolved.Server {
 	out := make([]fakeresolved.Server, 0, len(servers))
 	for _, s := range servers {
 		out = append(out, fakeresolved.Server(s))
@@ -36,49 +36,49 @@ func asFake(servers ...Server) []fakeresolved.Server {
 func TestIPv4(t *testing.T) {
 	tests := []struct {
 		name    string
-		servers []Server
+		servers []ResolvedServer
 		want    []netip.Addr
 	}{
 		{"none", nil, nil},
-		{"per-link only, order kept", []Server{v4(3, 9, 9, 9, 9), v4(2, 1, 1, 1, 1)}, testsupport.Addrs("9.9.9.9", "1.1.1.1")},
-		{"global wins over per-link", []Server{v4(3, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), v4(2, 8, 8, 8, 8), v4(0, 1, 0, 0, 1)}, testsupport.Addrs("1.1.1.1", "1.0.0.1")},
-		{"ipv6 dropped", []Server{v6(0), v4(3, 9, 9, 9, 9), v6(3)}, testsupport.Addrs("9.9.9.9")},
-		{"global ipv6 does not hide per-link ipv4", []Server{v6(0), v4(3, 9, 9, 9, 9)}, testsupport.Addrs("9.9.9.9")},
-		{"ipv6 only", []Server{v6(0), v6(2)}, nil},
-		{"malformed ipv4 entries skipped", []Server{
+		{"per-link only, order kept", []ResolvedServer{v4(3, 9, 9, 9, 9), v4(2, 1, 1, 1, 1)}, testsupport.Addrs("9.9.9.9", "1.1.1.1")},
+		{"global wins over per-link", []ResolvedServer{v4(3, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), v4(2, 8, 8, 8, 8), v4(0, 1, 0, 0, 1)}, testsupport.Addrs("1.1.1.1", "1.0.0.1")},
+		{"ipv6 dropped", []ResolvedServer{v6(0), v4(3, 9, 9, 9, 9), v6(3)}, testsupport.Addrs("9.9.9.9")},
+		{"global ipv6 does not hide per-link ipv4", []ResolvedServer{v6(0), v4(3, 9, 9, 9, 9)}, testsupport.Addrs("9.9.9.9")},
+		{"ipv6 only", []ResolvedServer{v6(0), v6(2)}, nil},
+		{"malformed ipv4 entries skipped", []ResolvedServer{
 			{Ifindex: 0, Family: 2, Address: []byte{1, 2, 3}},
 			{Ifindex: 0, Family: 2, Address: make([]byte, 16)},
 			v4(2, 8, 8, 8, 8),
 		}, testsupport.Addrs("8.8.8.8")},
-		{"unknown family skipped", []Server{{Ifindex: 0, Family: 7, Address: []byte{1, 1, 1, 1}}, v4(1, 2, 2, 2, 2)}, testsupport.Addrs("2.2.2.2")},
-		{"duplicates kept", []Server{v4(0, 1, 1, 1, 1), v4(0, 1, 1, 1, 1)}, testsupport.Addrs("1.1.1.1", "1.1.1.1")},
+		{"unknown family skipped", []ResolvedServer{{Ifindex: 0, Family: 7, Address: []byte{1, 1, 1, 1}}, v4(1, 2, 2, 2, 2)}, testsupport.Addrs("2.2.2.2")},
+		{"duplicates kept", []ResolvedServer{v4(0, 1, 1, 1, 1), v4(0, 1, 1, 1, 1)}, testsupport.Addrs("1.1.1.1", "1.1.1.1")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := IPv4(tt.servers); !slices.Equal(got, tt.want) {
+			if got := ResolvedIPv4(tt.servers); !slices.Equal(got, tt.want) {
 				t.Errorf("IPv4(%v) = %v, want %v", tt.servers, got, tt.want)
 			}
 		})
 	}
 }
 
-func v6at(ifindex int32, addr string) Server {
-	return Server{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr(addr).AsSlice()}
+func v6at(ifindex int32, addr string) ResolvedServer {
+	return ResolvedServer{Ifindex: ifindex, Family: 10, Address: netip.MustParseAddr(addr).AsSlice()}
 }
 
 func TestIPv6(t *testing.T) {
 	tests := []struct {
 		name          string
-		servers       []Server
+		servers       []ResolvedServer
 		want, skipped []netip.Addr
 	}{
 		{"none", nil, nil, nil},
-		{"ipv4 dropped", []Server{v4(0, 1, 1, 1, 1), v6at(2, "2001:db8::1")}, testsupport.Addrs("2001:db8::1"), nil},
-		{"global wins over per-link", []Server{v6at(3, "2001:db8::3"), v6at(0, "2001:db8::1"), v6at(0, "2001:db8::2")}, testsupport.Addrs("2001:db8::1", "2001:db8::2"), nil},
-		{"global ipv4 does not hide per-link ipv6", []Server{v4(0, 1, 1, 1, 1), v6at(3, "2001:db8::3")}, testsupport.Addrs("2001:db8::3"), nil},
-		{"link-local skipped and reported with its link", []Server{v6at(3, "fe80::1"), v6at(3, "2001:db8::3")}, testsupport.Addrs("2001:db8::3"), testsupport.Addrs("fe80::1%3")},
-		{"only link-local", []Server{v6at(2, "fe80::1")}, nil, testsupport.Addrs("fe80::1%2")},
-		{"malformed entries skipped", []Server{
+		{"ipv4 dropped", []ResolvedServer{v4(0, 1, 1, 1, 1), v6at(2, "2001:db8::1")}, testsupport.Addrs("2001:db8::1"), nil},
+		{"global wins over per-link", []ResolvedServer{v6at(3, "2001:db8::3"), v6at(0, "2001:db8::1"), v6at(0, "2001:db8::2")}, testsupport.Addrs("2001:db8::1", "2001:db8::2"), nil},
+		{"global ipv4 does not hide per-link ipv6", []ResolvedServer{v4(0, 1, 1, 1, 1), v6at(3, "2001:db8::3")}, testsupport.Addrs("2001:db8::3"), nil},
+		{"link-local skipped and reported with its link", []ResolvedServer{v6at(3, "fe80::1"), v6at(3, "2001:db8::3")}, testsupport.Addrs("2001:db8::3"), testsupport.Addrs("fe80::1%3")},
+		{"only link-local", []ResolvedServer{v6at(2, "fe80::1")}, nil, testsupport.Addrs("fe80::1%2")},
+		{"malformed entries skipped", []ResolvedServer{
 			{Ifindex: 0, Family: 10, Address: []byte{1, 2, 3, 4}},
 			v6at(0, "::ffff:1.2.3.4"),
 			v6at(2, "2001:db8::2"),
@@ -86,7 +86,7 @@ func TestIPv6(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, skipped := IPv6(tt.servers)
+			got, skipped := ResolvedIPv6(tt.servers)
 			if !slices.Equal(got, tt.want) || !slices.Equal(skipped, tt.skipped) {
 				t.Errorf("IPv6(%v) = %v, %v; want %v, %v", tt.servers, got, skipped, tt.want, tt.skipped)
 			}
@@ -95,11 +95,11 @@ func TestIPv6(t *testing.T) {
 }
 
 func TestDNS(t *testing.T) {
-	servers := []Server{v4(0, 1, 1, 1, 1), v6(3), v4(3, 9, 9, 9, 9)}
+	servers := []ResolvedServer{v4(0, 1, 1, 1, 1), v6(3), v4(3, 9, 9, 9, 9)}
 	tests := []struct {
 		name            string
 		serve           func(t *testing.T, address string)
-		want            []Server
+		want            []ResolvedServer
 		wantUnavailable bool
 		wantErr         bool
 	}{
@@ -116,8 +116,8 @@ func TestDNS(t *testing.T) {
 			conn := systembus.Connect(t, address)
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			got, err := DNS(ctx, conn)
-			if (err != nil) != tt.wantErr || errors.Is(err, ErrUnavailable) != tt.wantUnavailable {
+			got, err := ResolvedDNS(ctx, conn)
+			if (err != nil) != tt.wantErr || errors.Is(err, ErrResolvedUnavailable) != tt.wantUnavailable {
 				t.Fatalf("DNS error = %v, want error %v, unavailable %v", err, tt.wantErr, tt.wantUnavailable)
 			}
 			if len(got) != len(tt.want) {
@@ -139,7 +139,7 @@ func TestWatchDNS(t *testing.T) {
 	defer cancel()
 	changes := make(chan struct{}, 64)
 	done := make(chan error, 1)
-	go func() { done <- WatchDNS(ctx, conn, func() { changes <- struct{}{} }) }()
+	go func() { done <- WatchResolved(ctx, conn, func() { changes <- struct{}{} }) }()
 
 	waitChange := func(what string) {
 		t.Helper()
@@ -151,11 +151,11 @@ func TestWatchDNS(t *testing.T) {
 	}
 	waitChange("subscribing")
 	owner := systembus.Connect(t, address)
-	if _, err := owner.RequestName(BusName, dbus.NameFlagDoNotQueue); err != nil {
+	if _, err := owner.RequestName(ResolvedBusName, dbus.NameFlagDoNotQueue); err != nil {
 		t.Fatal(err)
 	}
 	waitChange("resolved appearing on the bus")
-	if _, err := owner.ReleaseName(BusName); err != nil {
+	if _, err := owner.ReleaseName(ResolvedBusName); err != nil {
 		t.Fatal(err)
 	}
 	waitChange("resolved leaving the bus")
@@ -173,37 +173,37 @@ func TestWatchDNS(t *testing.T) {
 	select {
 	case err := <-done:
 		if err == nil {
-			t.Fatal("WatchDNS returned nil after its connection closed; want an error so the caller reconnects")
+			t.Fatal("WatchResolved returned nil after its connection closed; want an error so the caller reconnects")
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("WatchDNS still running 5 s after its connection closed")
+		t.Fatal("WatchResolved still running 5 s after its connection closed")
 	}
 }
 
 func TestMeansDNSChange(t *testing.T) {
 	props := "org.freedesktop.DBus.Properties.PropertiesChanged"
 	owner := "org.freedesktop.DBus.NameOwnerChanged"
-	variant := dbus.MakeVariant([]Server{})
+	variant := dbus.MakeVariant([]ResolvedServer{})
 	tests := []struct {
 		name string
 		sig  dbus.Signal
 		want bool
 	}{
-		{"DNS changed", dbus.Signal{Name: props, Path: ObjectPath, Body: []any{Manager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, true},
-		{"DNS invalidated", dbus.Signal{Name: props, Path: ObjectPath, Body: []any{Manager, map[string]dbus.Variant{}, []string{"DNS"}}}, true},
-		{"other property", dbus.Signal{Name: props, Path: ObjectPath, Body: []any{Manager, map[string]dbus.Variant{"DNSSEC": dbus.MakeVariant("no")}, []string{}}}, false},
-		{"other interface", dbus.Signal{Name: props, Path: ObjectPath, Body: []any{"org.freedesktop.resolve1.Link", map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
-		{"other object", dbus.Signal{Name: props, Path: "/org/freedesktop/resolve1/link/_32", Body: []any{Manager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
-		{"malformed body", dbus.Signal{Name: props, Path: ObjectPath, Body: []any{Manager}}, false},
-		{"resolved owner changed", dbus.Signal{Name: owner, Body: []any{BusName, "", ":1.5"}}, true},
+		{"DNS changed", dbus.Signal{Name: props, Path: ResolvedObjectPath, Body: []any{ResolvedManager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, true},
+		{"DNS invalidated", dbus.Signal{Name: props, Path: ResolvedObjectPath, Body: []any{ResolvedManager, map[string]dbus.Variant{}, []string{"DNS"}}}, true},
+		{"other property", dbus.Signal{Name: props, Path: ResolvedObjectPath, Body: []any{ResolvedManager, map[string]dbus.Variant{"DNSSEC": dbus.MakeVariant("no")}, []string{}}}, false},
+		{"other interface", dbus.Signal{Name: props, Path: ResolvedObjectPath, Body: []any{"org.freedesktop.resolve1.Link", map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
+		{"other object", dbus.Signal{Name: props, Path: "/org/freedesktop/resolve1/link/_32", Body: []any{ResolvedManager, map[string]dbus.Variant{"DNS": variant}, []string{}}}, false},
+		{"malformed body", dbus.Signal{Name: props, Path: ResolvedObjectPath, Body: []any{ResolvedManager}}, false},
+		{"resolved owner changed", dbus.Signal{Name: owner, Body: []any{ResolvedBusName, "", ":1.5"}}, true},
 		{"other owner changed", dbus.Signal{Name: owner, Body: []any{"org.freedesktop.login1", "", ":1.5"}}, false},
 		{"empty owner signal", dbus.Signal{Name: owner}, false},
-		{"unrelated signal", dbus.Signal{Name: "org.freedesktop.DBus.NameAcquired", Body: []any{BusName}}, false},
+		{"unrelated signal", dbus.Signal{Name: "org.freedesktop.DBus.NameAcquired", Body: []any{ResolvedBusName}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := MeansDNSChange(&tt.sig); got != tt.want {
-				t.Errorf("MeansDNSChange = %v, want %v", got, tt.want)
+			if got := MeansResolvedChange(&tt.sig); got != tt.want {
+				t.Errorf("MeansResolvedChange = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -216,15 +216,15 @@ func FuzzIPv4(f *testing.F) {
 	f.Add([]byte{2, 2, 4, 9, 9, 9, 9, 0, 2, 3, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		// Each entry: ifindex byte, family byte, address length byte, address.
-		var servers []Server
+		var servers []ResolvedServer
 		for len(raw) >= 3 {
 			n := min(int(raw[2]), len(raw)-3)
-			servers = append(servers, Server{Ifindex: int32(raw[0]), Family: int32(raw[1]), Address: raw[3 : 3+n]})
+			servers = append(servers, ResolvedServer{Ifindex: int32(raw[0]), Family: int32(raw[1]), Address: raw[3 : 3+n]})
 			raw = raw[3+n:]
 		}
-		global := slices.ContainsFunc(servers, func(s Server) bool { return s.Ifindex == 0 && s.Family == 2 && len(s.Address) == 4 })
-		for _, a := range IPv4(servers) {
-			if !a.Is4() || !slices.ContainsFunc(servers, func(s Server) bool {
+		global := slices.ContainsFunc(servers, func(s ResolvedServer) bool { return s.Ifindex == 0 && s.Family == 2 && len(s.Address) == 4 })
+		for _, a := range ResolvedIPv4(servers) {
+			if !a.Is4() || !slices.ContainsFunc(servers, func(s ResolvedServer) bool {
 				return s.Family == 2 && bytes.Equal(s.Address, a.AsSlice()) && (!global || s.Ifindex == 0)
 			}) {
 				t.Fatalf("IPv4(%v) returned %v", servers, a)

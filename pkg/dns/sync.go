@@ -161,22 +161,22 @@ func discover(ctx context.Context, cfg Config, bus *dbus.Conn) (in Inputs, err e
 	}
 	if bus != nil {
 		callCtx, cancel := context.WithTimeout(ctx, cfg.BusTimeout)
-		servers, err := DNS(callCtx, bus)
+		servers, err := ResolvedDNS(callCtx, bus)
 		cancel()
 		switch {
 		case err == nil:
 			var linkLocal []netip.Addr
-			in.Real, in.Source = IPv4(servers), "systemd-resolved"
-			in.Real6, linkLocal = IPv6(servers)
+			in.Real, in.Source = ResolvedIPv4(servers), "systemd-resolved"
+			in.Real6, linkLocal = ResolvedIPv6(servers)
 			logScoped(cfg, in, linkLocal)
 			return in, nil
-		case !errors.Is(err, ErrUnavailable):
+		case !errors.Is(err, ErrResolvedUnavailable):
 			return Inputs{}, err
 		}
 		cfg.Logger.Debug("falling back to resolv.conf", "reason", err)
 	}
 	in.Source = cfg.ResolvConf
-	servers, err := ReadFile(cfg.ResolvConf)
+	servers, err := ReadResolvConf(cfg.ResolvConf)
 	if err != nil {
 		cfg.Logger.Warn("cannot read resolv.conf, treating it as naming no DNS server", "error", err)
 	}

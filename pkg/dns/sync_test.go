@@ -74,13 +74,13 @@ func TestPreviewDNSSources(t *testing.T) {
 		{"resolved not running", withBus(func(t *testing.T, a string) {}), fromConf, "conf", false},
 		{"resolved answers null", withBus(func(t *testing.T, a string) { fakeresolved.StartNull(t, a) }), fromConf, "conf", false},
 		{"resolved global and per-link servers", withBus(func(t *testing.T, a string) {
-			fakeresolved.Start(t, a, asFake(v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), Server{Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)), true)
+			fakeresolved.Start(t, a, asFake(v4(2, 9, 9, 9, 9), v4(0, 1, 1, 1, 1), ResolvedServer{Ifindex: 0, Family: 10, Address: make([]byte, 16)}, v4(0, 1, 0, 0, 1)), true)
 		}), testsupport.Addrs("1.1.1.1", "1.0.0.1"), "systemd-resolved", false},
 		{"resolved per-link servers only", withBus(func(t *testing.T, a string) {
 			fakeresolved.Start(t, a, asFake(v4(2, 9, 9, 9, 9), v4(3, 8, 8, 8, 8)), false)
 		}), testsupport.Addrs("9.9.9.9", "8.8.8.8"), "systemd-resolved", false},
 		{"resolved has no IPv4 server: drop, no fallback", withBus(func(t *testing.T, a string) {
-			fakeresolved.Start(t, a, asFake(Server{Ifindex: 0, Family: 10, Address: make([]byte, 16)}), true)
+			fakeresolved.Start(t, a, asFake(ResolvedServer{Ifindex: 0, Family: 10, Address: make([]byte, 16)}), true)
 		}), nil, "systemd-resolved", false},
 		{"resolved never answers", withBus(func(t *testing.T, a string) { fakeresolved.StartSilent(t, a) }), nil, "", true},
 	}
@@ -221,7 +221,7 @@ func TestSyncKeepsChainOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Sync(context.Background(), cfg)
-	if err == nil || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, ErrResolvedUnavailable) {
 		t.Fatalf("Sync with a silent resolved: error %v, want a timeout", err)
 	}
 	if _, after, _ := listChain(t, ns); !slices.Equal(after, before) {

@@ -15,7 +15,7 @@ func watchResolved(ctx context.Context, cfg Config, poke func(string)) {
 		conn, err := ConnectSystemBus(ctx, cfg.BusTimeout)
 		if err == nil {
 			backoff = time.Second
-			err = WatchDNS(ctx, conn, func() { poke("systemd-resolved DNS changed") })
+			err = WatchResolved(ctx, conn, func() { poke("systemd-resolved DNS changed") })
 			conn.Close()
 		}
 		if ctx.Err() != nil {
