@@ -9,7 +9,7 @@ UNITDIR     ?= $(PREFIX)/lib/systemd/system
 DESTDIR     ?=
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 MODULE      := github.com/qubes-netvm/qnet
-LDFLAGS     := -s -w -buildid= -X $(MODULE)/pkg/version.Version=$(VERSION)
+LDFLAGS     := -s -w -buildid= -X $(MODULE)/internal/version.Version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 BINARIES    := vif-route-qubes qubes-setup-dnat-to-ns
 SHELL_FILES := $(shell git ls-files '*.sh' .ci/run xen-scripts/qubes-nmhook vmtest/init 'packaging/debian/p*' packaging/rpm/qnet-takeover 2>/dev/null)

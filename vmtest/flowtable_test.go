@@ -16,9 +16,9 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/flowoffload"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
 )
 
 // The rules of the offload chain as `nft -j` prints their expressions,
@@ -36,7 +36,7 @@ var wantAccelRules = []string{
 // configured by hand, rebuilds it as vifs come and go, and proves that a
 // client's TCP connection to the upstream is offloaded.
 func TestFlowtableOffloadsClientTCP(t *testing.T) {
-	s := sandboxtest.New(t, sandbox.Options{})
+	s := testsupport.New(t, sandbox.Options{})
 	client := addClient(t, s, 5)
 	configureVifByHand(t, s, client)
 

@@ -16,10 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // hotplugRig is a sandbox network qube with client qubes and fake
@@ -42,8 +42,8 @@ func newHotplugRig(t *testing.T, domids ...int) *hotplugRig {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("the built binary is missing (run make build): %v", err)
 	}
-	r := &hotplugRig{t: t, s: sandboxtest.New(t, sandbox.Options{}), bin: bin, dir: t.TempDir(), clients: map[int]*sandbox.Client{}}
-	qdb, err := qubesdbfake.Start(filepath.Join(r.dir, "qubesdb.sock"), map[string]string{
+	r := &hotplugRig{t: t, s: testsupport.New(t, sandbox.Options{}), bin: bin, dir: t.TempDir(), clients: map[int]*sandbox.Client{}}
+	qdb, err := fakeqdb.Start(filepath.Join(r.dir, "qubesdb.sock"), map[string]string{
 		"/qubes-netvm-gateway":       sandbox.DefaultGateway,
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",
@@ -60,7 +60,7 @@ func newHotplugRig(t *testing.T, domids ...int) *hotplugRig {
 		xenstore[base+"/mac"] = r.clients[domid].Spec.MAC
 		xenstore[base+"/type"] = "vif"
 	}
-	xs, err := xenstorefake.Start(filepath.Join(r.dir, "xenstore.sock"), xenstore)
+	xs, err := fakexs.Start(filepath.Join(r.dir, "xenstore.sock"), xenstore)
 	if err != nil {
 		t.Fatalf("start fake XenStore: %v", err)
 	}

@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"os/exec"
 	"strconv"
@@ -55,7 +55,7 @@ func BenchmarkProcessUnchanged(b *testing.B) {
 		}
 		runs = append(runs, took)
 	}
-	sandboxtest.ReportPercentiles(b, "unchanged", runs)
+	testsupport.ReportPercentiles(b, "unchanged", runs)
 }
 
 // BenchmarkProcessChanged times whole-process runs that replace the chain
@@ -74,7 +74,7 @@ func BenchmarkProcessChanged(b *testing.B) {
 		}
 		runs = append(runs, took)
 	}
-	sandboxtest.ReportPercentiles(b, "changed", runs)
+	testsupport.ReportPercentiles(b, "changed", runs)
 }
 
 // BenchmarkWatchIdle starts the watch service, lets it settle, then

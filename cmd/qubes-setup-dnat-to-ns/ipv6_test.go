@@ -7,8 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // The IPv6 side of a client qube, as Qubes numbers it.
@@ -180,7 +181,7 @@ func TestIPv6DualStack(t *testing.T) {
 		"10.139.1.1", sandbox.Resolver1)
 	// Four exchanges to the IPv6 servers and two to the IPv4 one, each
 	// at least a query and its answer.
-	waitFor(t, "answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 12 })
+	testsupport.WaitWithin(t, "answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 12 })
 	packets, err := capture.Stop()
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +240,7 @@ func TestIPv6WithoutIPv6Upstream(t *testing.T) {
 		t.Fatalf("%d DNS packets reached the upstream for refused IPv6 queries", after-before)
 	}
 	expectAnswers(t, c, "10.139.1.1", sandbox.Resolver1, "10.139.1.2", sandbox.Resolver2)
-	waitFor(t, "IPv4 answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 8 })
+	testsupport.WaitWithin(t, "IPv4 answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 8 })
 	packets, err := capture.Stop()
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func TestIPv6OnlyUpstream(t *testing.T) {
 		t.Fatalf("%d DNS packets reached the upstream for refused IPv4 queries", after-before)
 	}
 	expectAnswers(t, c, virtual6a, sandbox.Whoami(sandbox.Resolver6a), virtual6b, sandbox.Whoami(sandbox.Resolver6a))
-	waitFor(t, "IPv6 answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 8 })
+	testsupport.WaitWithin(t, "IPv6 answers in the uplink capture", 5*time.Second, func() bool { return len(capture.Seen()) >= 8 })
 	packets, err := capture.Stop()
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +305,7 @@ func TestWatchIPv6(t *testing.T) {
 		}
 	}
 	c := addDualClient(t, e.sb)
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	e.setBus(address) // a bus, but resolved not running yet: resolv.conf counts
 	startWatch(t, e)
 	answeredBy := func(resolver string) func() bool {
@@ -314,16 +315,16 @@ func TestWatchIPv6(t *testing.T) {
 		}
 	}
 	const deadline = 10 * time.Second
-	waitFor(t, "first IPv6 server answers", deadline, answeredBy(sandbox.Resolver6a))
+	testsupport.WaitWithin(t, "first IPv6 server answers", deadline, answeredBy(sandbox.Resolver6a))
 	e.writeResolvConf(t, "nameserver "+sandbox.Resolver1+"\nnameserver "+sandbox.Resolver6b+"\n")
-	took := waitFor(t, "new IPv6 server answers", deadline, answeredBy(sandbox.Resolver6b))
+	took := testsupport.WaitWithin(t, "new IPv6 server answers", deadline, answeredBy(sandbox.Resolver6b))
 	t.Logf("IPv6 server switch followed after %v", took.Round(time.Millisecond))
 
 	// resolved as the source: its family 10 entries count.
 	fake := startResolved(t, address, sandbox.Resolver1, sandbox.Resolver6a)
-	waitFor(t, "resolved's IPv6 server answers", deadline, answeredBy(sandbox.Resolver6a))
+	testsupport.WaitWithin(t, "resolved's IPv6 server answers", deadline, answeredBy(sandbox.Resolver6a))
 	fake.set(sandbox.Resolver1)
-	waitFor(t, "IPv6 refused without an IPv6 server", deadline, func() bool {
+	testsupport.WaitWithin(t, "IPv6 refused without an IPv6 server", deadline, func() bool {
 		_, err := sandbox.Query(c.NS, virtual6a, "whoami.test", false)
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})

@@ -18,10 +18,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/qubes-netvm/qnet/pkg/dnat"
-	"github.com/qubes-netvm/qnet/pkg/dnswatch"
+	"github.com/qubes-netvm/qnet/internal/version"
+	"github.com/qubes-netvm/qnet/pkg/dns"
 	"github.com/qubes-netvm/qnet/pkg/logging"
-	"github.com/qubes-netvm/qnet/pkg/version"
 )
 
 // Exit codes, as upstream's script and its callers define them.
@@ -55,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.BoolP("verbose", "v", false, "log every step (debug level)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	watch := fs.Bool("watch", false, "stay running and re-apply the rules whenever the DNS servers change (service mode)")
-	cfg := dnat.DefaultConfig(nil)
+	cfg := dns.DefaultConfig(nil)
 	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "resolv.conf to read when systemd-resolved cannot be asked")
 	fs.StringVar(&cfg.FirewallFlag, "qubes-firewall-flag", cfg.FirewallFlag, "reload qubes-firewall on a change only if this file exists")
 	fs.DurationVar(&cfg.BusTimeout, "bus-timeout", cfg.BusTimeout, "bound on the bus connection, each D-Bus call and QubesDB")
@@ -92,14 +91,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case *dryRun:
 		return printPlan(ctx, cfg, stdout, log)
 	case *watch:
-		cfg.RestartOnChange = []string{dnswatch.UpdatesProxyUnit}
-		if err := dnswatch.Run(ctx, dnswatch.Options{Sync: cfg}); err != nil {
+		cfg.RestartOnChange = []string{dns.UpdatesProxyUnit}
+		if err := dns.Watch(ctx, dns.WatchOptions{Sync: cfg}); err != nil {
 			log.Error("watch failed", "error", err)
 			return exitError
 		}
 		return 0
 	}
-	res, err := dnat.Sync(ctx, cfg)
+	res, err := dns.Sync(ctx, cfg)
 	if err != nil {
 		log.Error("cannot set up DNS DNAT", "error", err)
 		return exitError
@@ -108,14 +107,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Debug("DNS DNAT rules already up to date", "servers", res.Real, "source", res.Source)
 		return exitUnchanged
 	}
-	dnswatch.LogReplaced(log, res)
+	dns.LogReplaced(log, res)
 	return exitReplaced
 }
 
 // printPlan prints the nft transaction a run would apply, reading the
 // inputs and the kernel's chain but changing nothing.
-func printPlan(ctx context.Context, cfg dnat.Config, stdout io.Writer, log *slog.Logger) int {
-	res, err := dnat.Preview(ctx, cfg)
+func printPlan(ctx context.Context, cfg dns.Config, stdout io.Writer, log *slog.Logger) int {
+	res, err := dns.Preview(ctx, cfg)
 	if err != nil {
 		log.Error("cannot work out the DNS DNAT rules", "error", err)
 		return exitError
@@ -128,6 +127,6 @@ func printPlan(ctx context.Context, cfg dnat.Config, stdout io.Writer, log *slog
 	if len(res.Virtual6) > 0 {
 		fmt.Fprintf(stdout, "# virtual IPv6 DNS %v, real IPv6 DNS %v\n", res.Virtual6, res.Real6)
 	}
-	fmt.Fprint(stdout, dnat.Script(res.Rules))
+	fmt.Fprint(stdout, dns.Script(res.Rules))
 	return 0
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,27 +10,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/resolved"
-	"github.com/qubes-netvm/qnet/pkg/resolved/resolvedtest"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/systemd/systemdtest"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakeresolved "github.com/qubes-netvm/qnet/internal/fake/resolved"
+	"github.com/qubes-netvm/qnet/internal/fake/systembus"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // binary is the command under test, built once by TestMain.
 var binary string
 
 func TestMain(m *testing.M) {
-	var cleanup func()
-	var err error
-	if binary, cleanup, err = sandboxtest.Binary("qubes-setup-dnat-to-ns"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testsupport.Main(m, testsupport.Build{Name: "qubes-setup-dnat-to-ns", Package: ".", Path: &binary})
 }
 
 func TestFlags(t *testing.T) {
@@ -62,7 +52,7 @@ func TestFlags(t *testing.T) {
 // env is one network qube with the inputs the binary reads.
 type env struct {
 	sb         *sandbox.Sandbox
-	db         *qubesdbfake.Server
+	db         *fakeqdb.Server
 	resolvConf string
 	flag       string   // the qubes-firewall service flag path (absent unless created)
 	lock       string   // the lock file serialising runs
@@ -71,17 +61,12 @@ type env struct {
 
 func newEnv(t testing.TB, resolvConf string) *env {
 	t.Helper()
-	sb := sandboxtest.New(t, sandbox.Options{})
+	sb := testsupport.New(t, sandbox.Options{})
 	dir := t.TempDir()
-	socket := filepath.Join(dir, "qubesdb.sock")
-	db, err := qubesdbfake.Start(socket, map[string]string{
+	db, socket := testsupport.QubesDB(t, map[string]string{
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	e := &env{
 		sb:         sb,
 		db:         db,
@@ -202,13 +187,7 @@ func TestOneShot(t *testing.T) {
 	script := "add table ip qubes\nadd chain ip qubes dnat-dns\ndelete chain ip qubes dnat-dns\n" +
 		"table ip qubes {\nchain dnat-dns {\ntype nat hook prerouting priority dstnat; policy accept;\n" +
 		strings.Join(want, "\n") + "\n}\n}\n"
-	nftFile := filepath.Join(t.TempDir(), "upstream.nft")
-	if err := os.WriteFile(nftFile, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := ns.Exec("nft", "-f", nftFile); err != nil {
-		t.Fatalf("nft -f: %v %s", err, out)
-	}
+	testsupport.LoadNft(t, ns, script)
 	written := chainJSON(t, ns)
 	if code, _, stderr := e.runBinary(t); code != 100 {
 		t.Fatalf("run over an nft-written chain: exit %d, want 100; stderr %s", code, stderr)
@@ -219,8 +198,8 @@ func TestOneShot(t *testing.T) {
 
 	// A change with the qubes-firewall service enabled reloads it through
 	// systemd on the system bus.
-	address := systemdtest.StartBus(t)
-	manager := systemdtest.StartManager(t, address)
+	address := systembus.StartBus(t)
+	manager := systembus.StartManager(t, address)
 	e.setBus(address)
 	if err := os.WriteFile(e.flag, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -229,7 +208,7 @@ func TestOneShot(t *testing.T) {
 	if code, _, stderr := e.runBinary(t); code != 0 {
 		t.Fatalf("run after a DNS change: exit %d; stderr %s", code, stderr)
 	}
-	wantJob := systemdtest.Job{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"}
+	wantJob := systembus.Job{Method: "ReloadOrTryRestartUnit", Unit: "qubes-firewall.service", Mode: "replace"}
 	if jobs := manager.PendingJobs(); len(jobs) != 1 || jobs[0] != wantJob {
 		t.Fatalf("systemd jobs %+v, want only %+v", jobs, wantJob)
 	}
@@ -281,15 +260,9 @@ func addClient(t *testing.T, sb *sandbox.Sandbox) *sandbox.Client {
 // returns a function reading it.
 func countUpstreamDNS(t *testing.T, sb *sandbox.Sandbox) func() int {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "count.nft")
 	rules := "table inet qnt_dns_count {\n chain in {\n type filter hook prerouting priority -300; policy accept;\n" +
 		" iifname \"up0\" udp dport 53 counter\n iifname \"up0\" tcp dport 53 counter\n }\n}\n"
-	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := sb.Upstream.Exec("nft", "-f", f); err != nil {
-		t.Fatalf("nft -f: %v %s", err, out)
-	}
+	testsupport.LoadNft(t, sb.Upstream, rules)
 	return func() int {
 		var doc struct {
 			Nftables []struct {
@@ -374,20 +347,6 @@ func expectNoLeak(t *testing.T, c *sandbox.Client, upstreamDNS func() int) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes, and returns
-// how long it took.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-	return time.Since(start)
-}
-
 // startWatch runs the binary with --watch in the network qube and stops it
 // (SIGTERM, expecting exit 0) when the test ends.
 func startWatch(t *testing.T, e *env) {
@@ -430,7 +389,7 @@ func TestWatch(t *testing.T) {
 	}
 	c := addClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	e.setBus(address) // a bus, but resolved not running yet: resolv.conf counts
 	startWatch(t, e)
 
@@ -444,14 +403,14 @@ func TestWatch(t *testing.T) {
 		return func() bool { return equal(chainRules(t, e.sb.NetVM), want) }
 	}
 	const deadline = 10 * time.Second // generous; the latencies are logged
-	waitFor(t, "initial rules", deadline, rulesAre(dnatRules("10.139.1.1", sandbox.Resolver1, "10.139.1.2", sandbox.Resolver1)))
+	testsupport.WaitWithin(t, "initial rules", deadline, rulesAre(dnatRules("10.139.1.1", sandbox.Resolver1, "10.139.1.2", sandbox.Resolver1)))
 
 	dir := filepath.Dir(e.resolvConf)
 	swap := func(name string, act func(), resolver string) {
 		t.Helper()
 		act()
-		chain := waitFor(t, name+": chain", deadline, rulesAre(dnatRules("10.139.1.1", resolver, "10.139.1.2", resolver)))
-		query := waitFor(t, name+": query", deadline, answeredBy(resolver))
+		chain := testsupport.WaitWithin(t, name+": chain", deadline, rulesAre(dnatRules("10.139.1.1", resolver, "10.139.1.2", resolver)))
+		query := testsupport.WaitWithin(t, name+": query", deadline, answeredBy(resolver))
 		t.Logf("%s: chain updated after %v, query answered by %s after %v more", name, chain.Round(time.Millisecond), resolver, query.Round(time.Millisecond))
 	}
 	swap("resolv.conf renamed over", func() {
@@ -482,7 +441,7 @@ func TestWatch(t *testing.T) {
 	swap("resolved PropertiesChanged", func() { fake.set(sandbox.Resolver1) }, sandbox.Resolver1)
 
 	fake.set() // no upstream DNS at all
-	waitFor(t, "drop rules", deadline, rulesAre(dnatRules("10.139.1.1", "drop", "10.139.1.2", "drop")))
+	testsupport.WaitWithin(t, "drop rules", deadline, rulesAre(dnatRules("10.139.1.1", "drop", "10.139.1.2", "drop")))
 	expectNoLeak(t, c, upstreamDNS)
 }
 
@@ -498,35 +457,35 @@ func must(t *testing.T, err error) {
 // addresses change, which is when such a DNS change happens.
 func TestWatchNetlinkEvent(t *testing.T) {
 	e := newEnv(t, "")
-	address := systemdtest.StartBus(t)
+	address := systembus.StartBus(t)
 	fake := startSilentResolved(t, address, "192.0.2.1")
 	e.setBus(address)
 	startWatch(t, e)
-	waitFor(t, "initial rules", 10*time.Second, func() bool {
+	testsupport.WaitWithin(t, "initial rules", 10*time.Second, func() bool {
 		return equal(chainRules(t, e.sb.NetVM), dnatRules("10.139.1.1", "192.0.2.1", "10.139.1.2", "192.0.2.1"))
 	})
 	fake.set("192.0.2.2") // no signal
 	if out, err := e.sb.NetVM.Exec("ip", "addr", "add", "198.51.100.99/24", "dev", "eth0"); err != nil {
 		t.Fatalf("ip addr add: %v %s", err, out)
 	}
-	took := waitFor(t, "rules after an uplink address change", 10*time.Second, func() bool {
+	took := testsupport.WaitWithin(t, "rules after an uplink address change", 10*time.Second, func() bool {
 		return equal(chainRules(t, e.sb.NetVM), dnatRules("10.139.1.1", "192.0.2.2", "10.139.1.2", "192.0.2.2"))
 	})
 	t.Logf("rules updated %v after the address change", took.Round(time.Millisecond))
 }
 
 // resolvedFake is a fake systemd-resolved publishing global servers.
-type resolvedFake struct{ r *resolvedtest.Resolved }
+type resolvedFake struct{ r *fakeresolved.Resolved }
 
-func globalServers(addrs []string) []resolved.Server {
-	var servers []resolved.Server
+func globalServers(addrs []string) []fakeresolved.Server {
+	var servers []fakeresolved.Server
 	for _, a := range addrs {
 		addr := netip.MustParseAddr(a)
 		family := int32(2) // AF_INET
 		if addr.Is6() {
 			family = 10 // AF_INET6
 		}
-		servers = append(servers, resolved.Server{Ifindex: 0, Family: family, Address: addr.AsSlice()})
+		servers = append(servers, fakeresolved.Server{Ifindex: 0, Family: family, Address: addr.AsSlice()})
 	}
 	return servers
 }
@@ -534,13 +493,13 @@ func globalServers(addrs []string) []resolved.Server {
 // startResolved starts a resolved that signals changes, as current
 // systemd does.
 func startResolved(t *testing.T, address string, addrs ...string) *resolvedFake {
-	return &resolvedFake{resolvedtest.Start(t, address, globalServers(addrs), true)}
+	return &resolvedFake{fakeresolved.Start(t, address, globalServers(addrs), true)}
 }
 
 // startSilentResolved starts a resolved that changes its servers without
 // a signal.
 func startSilentResolved(t *testing.T, address string, addrs ...string) *resolvedFake {
-	return &resolvedFake{resolvedtest.Start(t, address, globalServers(addrs), false)}
+	return &resolvedFake{fakeresolved.Start(t, address, globalServers(addrs), false)}
 }
 
 func (f *resolvedFake) set(addrs ...string) { f.r.SetDNS(globalServers(addrs)) }

@@ -13,7 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // holdsOpen reports whether process pid has path open.
@@ -60,7 +61,7 @@ func TestRunsSerialised(t *testing.T) {
 		}
 	}
 	for _, cmd := range cmds {
-		waitFor(t, "a run waiting on the lock", 10*time.Second, func() bool { return holdsOpen(cmd.Process.Pid, e.lock) })
+		testsupport.WaitWithin(t, "a run waiting on the lock", 10*time.Second, func() bool { return holdsOpen(cmd.Process.Pid, e.lock) })
 	}
 	e.writeResolvConf(t, "nameserver "+sandbox.Resolver2+"\n")
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {

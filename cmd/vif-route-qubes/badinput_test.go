@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // Each bad input fails with a message naming the value, reports the error

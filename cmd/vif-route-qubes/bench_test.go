@@ -13,8 +13,8 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // BenchmarkHotplug measures the whole process, run exactly as Xen runs it,
@@ -73,10 +73,10 @@ func BenchmarkHotplug(b *testing.B) {
 					b.Fatalf("only %d conntrack entries left of %d: they expired during the runs", n, tc.flows)
 				}
 			}
-			sandboxtest.ReportPercentiles(b, "online", online)
-			sandboxtest.ReportPercentiles(b, "offline", offline)
-			sandboxtest.ReportPercentiles(b, "cycle", cycle)
-			sandboxtest.ReportPercentiles(b, "dry-run", dry)
+			testsupport.ReportPercentiles(b, "online", online)
+			testsupport.ReportPercentiles(b, "offline", offline)
+			testsupport.ReportPercentiles(b, "cycle", cycle)
+			testsupport.ReportPercentiles(b, "dry-run", dry)
 			b.ReportMetric(float64(peakRSS)/1024, "peak-rss-MiB")
 		})
 	}
@@ -128,8 +128,8 @@ func BenchmarkGracePeriod(b *testing.B) {
 		del = append(del, elem("delete"))
 	}
 	b.StopTimer()
-	sandboxtest.ReportPercentiles(b, "element-add", add)
-	sandboxtest.ReportPercentiles(b, "element-delete", del)
+	testsupport.ReportPercentiles(b, "element-add", add)
+	testsupport.ReportPercentiles(b, "element-delete", del)
 }
 
 // fillConntrack makes n unrelated conntrack entries in the netvm with

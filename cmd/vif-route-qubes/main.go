@@ -18,10 +18,10 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/qubes-netvm/qnet/internal/version"
 	"github.com/qubes-netvm/qnet/pkg/hotplug"
 	"github.com/qubes-netvm/qnet/pkg/logging"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
-	"github.com/qubes-netvm/qnet/pkg/version"
 	"github.com/qubes-netvm/qnet/pkg/vifroute"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
 )

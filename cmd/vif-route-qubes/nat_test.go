@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // NAT mode end to end: the client knows only its visible address and

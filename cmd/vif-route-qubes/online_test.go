@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 func TestOnlineOfflineIPv4(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // Hardening follows systemd-sysctl's failure rules: a key the kernel lacks

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // binary is the vif-route-qubes built once for the whole test run, so the
@@ -26,7 +26,7 @@ var binary string
 func TestMain(m *testing.M) {
 	var cleanup func()
 	var err error
-	if binary, cleanup, err = sandboxtest.Binary("vif-route-qubes"); err != nil {
+	if binary, cleanup, err = testsupport.Binary("vif-route-qubes"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -40,8 +40,8 @@ func TestMain(m *testing.M) {
 type rig struct {
 	t        testing.TB
 	sb       *sandbox.Sandbox
-	xs       *xenstorefake.Server
-	db       *qubesdbfake.Server
+	xs       *fakexs.Server
+	db       *fakeqdb.Server
 	dir      string
 	hooksDir string
 	hardConf string
@@ -54,14 +54,14 @@ const (
 
 func newRig(t testing.TB, opts sandbox.Options) *rig {
 	t.Helper()
-	sb := sandboxtest.New(t, opts)
+	sb := testsupport.New(t, opts)
 	dir := t.TempDir()
-	xs, err := xenstorefake.Start(filepath.Join(dir, "xenstored.sock"), nil)
+	xs, err := fakexs.Start(filepath.Join(dir, "xenstored.sock"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { xs.Close() })
-	db, err := qubesdbfake.Start(filepath.Join(dir, "qubesdb.sock"), map[string]string{
+	db, err := fakeqdb.Start(filepath.Join(dir, "qubesdb.sock"), map[string]string{
 		"/qubes-netvm-gateway":       backIPv4,
 		"/qubes-netvm-primary-dns":   "10.139.1.1",
 		"/qubes-netvm-secondary-dns": "10.139.1.2",

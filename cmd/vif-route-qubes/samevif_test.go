@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // gate is a network hook that, for one command, holds the first run that

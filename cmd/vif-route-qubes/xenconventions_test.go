@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 // When the toolstack runs it (XENBUS_PATH in the environment, no terminal),

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 func (d *demo) xenstoreSocket() string { return filepath.Join(d.dir, "xenstored.sock") }
@@ -113,7 +113,7 @@ func (d *demo) dnatRules() ([]string, error) { return d.chainRules("ip", "dnat-d
 
 // chainRules lists the rules of one chain of table qubes, as nft prints them.
 func (d *demo) chainRules(family, chain string) ([]string, error) {
-	out, err := d.sb.NetVM.Exec("nft", "list", "chain", family, "qubes", chain)
+	out, err := d.sb.NetVM.Exec("nft", "list", "chain", family, netvm.Table, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -159,21 +159,6 @@ func (d *demo) onVif(c *client) ([]string, error) {
 // pingTimeout bounds how long a client may need before its first ping
 // through the network qube is answered.
 const pingTimeout = 10 * time.Second
-
-// awaitPing pings target from ns until a reply comes, for at most
-// pingTimeout.
-func awaitPing(ctx context.Context, ns *sandbox.NS, target string) error {
-	deadline := time.Now().Add(pingTimeout)
-	for {
-		_, err := ns.Exec("ping", "-c1", "-W1", target)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("no reply to ping %s from %s within %s: %w", target, ns.Name, pingTimeout, err)
-		}
-	}
-}
 
 func exists(path string) bool {
 	_, err := os.Lstat(path)

@@ -14,46 +14,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
-// binDir holds the demo and the two project binaries, built once.
-var binDir string
+// demoBinary is the demo binary, built with the two project binaries next to it.
+var demoBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "qnet-demo-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	for name, pkg := range map[string]string{
-		"demo":                   ".",
-		"vif-route-qubes":        "../../cmd/vif-route-qubes",
-		"qubes-setup-dnat-to-ns": "../../cmd/qubes-setup-dnat-to-ns",
-	} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the demo creates network namespaces, veth pairs and nftables rules")
-	}
+	testsupport.Main(m,
+		testsupport.Build{Name: "demo", Package: ".", Path: &demoBinary},
+		testsupport.Build{Name: "vif-route-qubes", Package: "../../cmd/vif-route-qubes"},
+		testsupport.Build{Name: "qubes-setup-dnat-to-ns", Package: "../../cmd/qubes-setup-dnat-to-ns"},
+	)
 }
 
 func demoCommand(args ...string) *exec.Cmd {
-	return exec.Command(filepath.Join(binDir, "demo"), append([]string{"--bin-dir", binDir}, args...)...)
+	return exec.Command(demoBinary, append([]string{"--bin-dir", filepath.Dir(demoBinary)}, args...)...)
 }
 
 // runDemo runs the demo binary and returns its exit code and output.
@@ -158,7 +135,7 @@ func processesMentioning(t *testing.T, marker string) []string {
 // line of every step, numbered from 1 without a gap to the cleanup, and
 // leave nothing behind.
 func TestDemoEndToEnd(t *testing.T) {
-	requireRoot(t)
+	testsupport.RequireRoot(t)
 	code, output := runDemo(t)
 	t.Log(output)
 	if code != 0 {
@@ -183,7 +160,7 @@ func TestDemoEndToEnd(t *testing.T) {
 // traffic after the demo exited, then removes it with --clean and finds
 // nothing left.
 func TestKeepThenClean(t *testing.T) {
-	requireRoot(t)
+	testsupport.RequireRoot(t)
 	code, output := runDemo(t, "--keep")
 	t.Log(output)
 	t.Cleanup(func() { runDemo(t, "--clean") })
@@ -224,7 +201,7 @@ var cleanupLine = regexp.MustCompile(`(?m)^✓ [0-9]+ cleanup`)
 // TestInterruptRemovesEverything sends SIGINT, as Ctrl-C does, once the
 // clients are online: the demo must say so, exit 130 and leave nothing.
 func TestInterruptRemovesEverything(t *testing.T) {
-	requireRoot(t)
+	testsupport.RequireRoot(t)
 	cmd := demoCommand()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

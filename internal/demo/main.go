@@ -1,5 +1,5 @@
 // Command demo is `make demo`: a Qubes network qube in network namespaces,
-// built by pkg/sandbox (the stage of the end-to-end tests), driven by the
+// built by internal/sandbox (the stage of the end-to-end tests), driven by the
 // project's two binaries exactly as Xen and NetworkManager drive them, each
 // step checked with real traffic and printed with ✓ or ✗.
 //
@@ -21,7 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 )
 
 const usage = `Usage: demo [--keep] [--bin-dir DIR] [-v]

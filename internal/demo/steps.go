@@ -9,9 +9,10 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // demo is one run: the sandbox, the fake daemons and what the steps found.
@@ -22,8 +23,8 @@ type demo struct {
 
 	dir    string // sockets, resolv.conf, lock file, hooks: removed at exit even when kept
 	sb     *sandbox.Sandbox
-	xs     *xenstorefake.Server
-	db     *qubesdbfake.Server
+	xs     *fakexs.Server
+	db     *fakeqdb.Server
 	step   int  // number of the step running, for its verdict lines
 	failed bool // a check failed
 	// baseline is the network qube's kernel state before any vif existed.
@@ -122,7 +123,7 @@ func (d *demo) setUp() error {
 			return err
 		}
 	}
-	if d.xs, err = xenstorefake.Start(d.xenstoreSocket(), nil); err != nil {
+	if d.xs, err = fakexs.Start(d.xenstoreSocket(), nil); err != nil {
 		return err
 	}
 	qdb := map[string]string{
@@ -153,7 +154,7 @@ func (d *demo) setUp() error {
 		}
 		details = append(details, line)
 	}
-	if d.db, err = qubesdbfake.Start(d.qubesdbSocket(), qdb); err != nil {
+	if d.db, err = fakeqdb.Start(d.qubesdbSocket(), qdb); err != nil {
 		return err
 	}
 	d.check(true, fmt.Sprintf("sandbox: netvm %s with the base ruleset, %d clients", d.sb.NetVM.Name, len(d.clients)), details...)
@@ -212,7 +213,7 @@ func (d *demo) traffic() error {
 		}
 		var parts, problems []string
 		for _, target := range c.pings {
-			if err := awaitPing(d.ctx, c.NS, target); err != nil {
+			if err := c.NS.AwaitPing(d.ctx, target, pingTimeout); err != nil {
 				problems = append(problems, err.Error())
 				continue
 			}
@@ -350,7 +351,7 @@ func (d *demo) dns6() error {
 	if res, err = d.runDNSTool(); err != nil {
 		return err
 	}
-	out, err := d.sb.NetVM.Exec("nft", "list", "table", "ip6", "qubes")
+	out, err := d.sb.NetVM.Exec("nft", "list", "table", "ip6", netvm.Table)
 	if err != nil {
 		return err
 	}

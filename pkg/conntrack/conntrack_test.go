@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/internal/sandbox"
 	"github.com/qubes-netvm/qnet/pkg/conntrack"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
 )
 
 // trackAll makes the network qube track every flow, without filtering.

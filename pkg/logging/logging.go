@@ -5,6 +5,7 @@
 package logging
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -13,11 +14,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,61 +104,73 @@ type leaf struct {
 	value slog.Value
 }
 
+// handler writes each record through a slog.TextHandler of its own, which
+// applies slog's attribute rules (resolving values, joining group names
+// with '.', inlining groups with an empty key, dropping empty groups,
+// quoting), and collects the attributes as leaves for the journal's
+// fields on the way.
 type handler struct {
-	out    *output
-	level  slog.Level
-	attrs  []leaf   // from WithAttrs, already under their groups
-	groups []string // from WithGroup, for attributes added later
+	out   *output
+	level slog.Level
+	// derive replays the WithAttrs and WithGroup calls made on this
+	// handler, in order, onto the record's TextHandler.
+	derive []func(slog.Handler) slog.Handler
 }
 
 func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
 
 func (h *handler) WithAttrs(as []slog.Attr) slog.Handler {
-	c := *h
-	c.attrs = flatten(append([]leaf(nil), h.attrs...), h.groups, as)
-	return &c
+	return h.with(func(th slog.Handler) slog.Handler { return th.WithAttrs(as) })
 }
 
 func (h *handler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h
 	}
+	return h.with(func(th slog.Handler) slog.Handler { return th.WithGroup(name) })
+}
+
+func (h *handler) with(f func(slog.Handler) slog.Handler) *handler {
 	c := *h
-	c.groups = append(append([]string(nil), h.groups...), name)
+	c.derive = append(append([]func(slog.Handler) slog.Handler(nil), h.derive...), f)
 	return &c
 }
 
-// flatten appends the leaves of as under groups to dst, following slog's
-// handler rules: attributes are resolved, empty groups vanish, groups with
-// an empty key are inlined. Attributes with an empty key have no name in
-// any output, so they are dropped.
-func flatten(dst []leaf, groups []string, as []slog.Attr) []leaf {
-	for _, a := range as {
-		v := a.Value.Resolve()
-		if v.Kind() == slog.KindGroup {
-			g := groups
-			if a.Key != "" {
-				g = append(append([]string(nil), groups...), a.Key)
+// render returns the record as "message key=value ..." and its attributes.
+func (h *handler) render(r slog.Record) (string, []leaf) {
+	var attrs bytes.Buffer
+	var leaves []leaf
+	// In Handle the TextHandler passes its built-in level and msg first;
+	// the line has its own level and message.
+	handling, builtins := false, 2
+	th := slog.Handler(slog.NewTextHandler(&attrs, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if handling && builtins > 0 && len(groups) == 0 && (a.Key == slog.LevelKey || a.Key == slog.MessageKey) {
+				builtins--
+				return slog.Attr{}
 			}
-			dst = flatten(dst, g, v.Group())
-			continue
-		}
-		if a.Key == "" {
-			continue
-		}
-		dst = append(dst, leaf{path: append(append([]string(nil), groups...), a.Key), value: v})
+			if a.Key == "" {
+				return slog.Attr{} // no name in any output
+			}
+			leaves = append(leaves, leaf{path: append(slices.Clip(groups), a.Key), value: a.Value})
+			return a
+		},
+	}))
+	for _, f := range h.derive {
+		th = f(th)
 	}
-	return dst
+	handling = true
+	r.Time = time.Time{}                   // a zero time is left out: journald and syslog stamp records themselves
+	_ = th.Handle(context.Background(), r) // writes to a bytes.Buffer cannot fail
+	text := r.Message
+	if a := strings.TrimSuffix(attrs.String(), "\n"); a != "" {
+		text += " " + a
+	}
+	return text, leaves
 }
 
 func (h *handler) Handle(_ context.Context, r slog.Record) error {
-	leaves := h.attrs
-	if r.NumAttrs() > 0 {
-		var as []slog.Attr
-		r.Attrs(func(a slog.Attr) bool { as = append(as, a); return true })
-		leaves = flatten(append([]leaf(nil), h.attrs...), h.groups, as)
-	}
-	text := textOf(r.Message, leaves)
+	text, leaves := h.render(r)
 	line := fmt.Sprintf("%s: %s: %s\n", h.out.tag, strings.ToLower(r.Level.String()), oneLine(text))
 
 	var datagram []byte
@@ -187,29 +201,6 @@ func sendNow(c *net.UnixConn, b []byte) {
 		_, _ = unix.Write(int(fd), b)
 		return true // done whatever happened: never wait for the socket
 	})
-}
-
-// textOf renders a record as "message key=value ...", with group names
-// joined by '.' in keys and values quoted when they would be ambiguous.
-func textOf(msg string, leaves []leaf) string {
-	var b strings.Builder
-	b.WriteString(msg)
-	for _, l := range leaves {
-		b.WriteByte(' ')
-		b.WriteString(quoteIfNeeded(strings.Join(l.path, ".")))
-		b.WriteByte('=')
-		b.WriteString(quoteIfNeeded(l.value.String()))
-	}
-	return b.String()
-}
-
-func quoteIfNeeded(s string) string {
-	if s == "" || !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool {
-		return r == '=' || r == '"' || unicode.IsSpace(r) || !unicode.IsPrint(r)
-	}) {
-		return strconv.Quote(s)
-	}
-	return s
 }
 
 // oneLine keeps a multi-line message (say, joined errors) on the single

@@ -248,3 +248,16 @@ func TestNeverBlocks(t *testing.T) {
 		t.Errorf("stderr lost a record logged after close")
 	}
 }
+
+// TestBuiltinKeysAsAttributes: attributes named like slog's built-in keys
+// are the caller's and are kept.
+func TestBuiltinKeysAsAttributes(t *testing.T) {
+	var stderr bytes.Buffer
+	log, closeLog := New(Options{Tag: "t", Stderr: &stderr, JournalSocket: noSocket(t), SyslogSocket: noSocket(t)})
+	defer closeLog()
+
+	log.With("level", "debug").Info("m", "msg", "x", "", "dropped", "time", "now")
+	if want := "t: info: m level=debug msg=x time=now\n"; stderr.String() != want {
+		t.Errorf("stderr = %q, want %q", stderr.String(), want)
+	}
+}

@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/qubes-netvm/qnet/pkg/nsthread"
+	"github.com/qubes-netvm/qnet/internal/nsthread"
 )
 
 // netnsDir is where iproute2 keeps named network namespaces.

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/natns"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
 )
 
 // rig is a network qube (sandbox NetVM) holding a vif whose other end sits
@@ -40,7 +40,7 @@ const (
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	sb := sandboxtest.New(t, sandbox.Options{NoBaseRuleset: true})
+	sb := testsupport.New(t, sandbox.Options{NoBaseRuleset: true})
 	spec := validSpec()
 	spec.Vif = sb.ID + ".0"
 	r := &rig{

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
+	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 )
 
 const (
@@ -96,15 +96,15 @@ func (c *Client) Read(path string) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !strings.HasPrefix(path, "/") {
-		return nil, fmt.Errorf("qubesdb read %q: %w: must start with '/'", path, qdbwire.ErrInvalidPath)
+		return nil, fmt.Errorf("qubesdb read %q: %w: must start with '/'", path, qdb.ErrInvalidPath)
 	}
-	if err := qdbwire.ValidatePath(path); err != nil {
+	if err := qdb.ValidatePath(path); err != nil {
 		return nil, fmt.Errorf("qubesdb read: %w", err)
 	}
 	if c.broken != nil {
 		return nil, fmt.Errorf("qubesdb read %s: connection to %s unusable after an earlier failure: %w", path, c.socket, c.broken)
 	}
-	msg, err := qdbwire.Marshal(qdbwire.Header{Type: qdbwire.CmdRead, Path: path})
+	msg, err := qdb.Marshal(qdb.Header{Type: qdb.CmdRead, Path: path})
 	if err != nil {
 		return nil, fmt.Errorf("qubesdb read: %w", err)
 	}
@@ -131,26 +131,26 @@ func (c *Client) Read(path string) ([]byte, error) {
 // violation: this client sets no watches, so not even RESP_WATCH may come.
 // A data length the daemon never sends is refused, so a hostile one cannot
 // make it allocate more than MaxData.
-func (c *Client) reply(path string) (qdbwire.Header, error) {
-	var buf [qdbwire.HeaderSize]byte
+func (c *Client) reply(path string) (qdb.Header, error) {
+	var buf [qdb.HeaderSize]byte
 	if _, err := io.ReadFull(c.conn, buf[:]); err != nil {
-		return qdbwire.Header{}, c.fail(path, err)
+		return qdb.Header{}, c.fail(path, err)
 	}
-	h, err := qdbwire.Unmarshal(buf[:])
+	h, err := qdb.Unmarshal(buf[:])
 	if err != nil {
-		return qdbwire.Header{}, c.fail(path, err)
+		return qdb.Header{}, c.fail(path, err)
 	}
 	switch {
 	case h.Path != path:
-	case h.Type == qdbwire.RespRead && h.DataLen < qdbwire.MaxData:
+	case h.Type == qdb.RespRead && h.DataLen < qdb.MaxData:
 		return h, nil
 	case h.DataLen != 0:
-	case h.Type == qdbwire.RespErrorNoent:
-		return qdbwire.Header{}, fmt.Errorf("qubesdb read %s: %w", path, ErrNotFound)
-	case h.Type == qdbwire.RespError:
-		return qdbwire.Header{}, fmt.Errorf("qubesdb read %s: %w at %s", path, ErrRefused, c.socket)
+	case h.Type == qdb.RespErrorNoent:
+		return qdb.Header{}, fmt.Errorf("qubesdb read %s: %w", path, ErrNotFound)
+	case h.Type == qdb.RespError:
+		return qdb.Header{}, fmt.Errorf("qubesdb read %s: %w at %s", path, ErrRefused, c.socket)
 	}
-	return qdbwire.Header{}, c.fail(path, fmt.Errorf("%w: unexpected %s for %q with %d data bytes", ErrProtocol, h.Type, h.Path, h.DataLen))
+	return qdb.Header{}, c.fail(path, fmt.Errorf("%w: unexpected %s for %q with %d data bytes", ErrProtocol, h.Type, h.Path, h.DataLen))
 }
 
 // fail wraps an error that leaves the stream at an unknown position and

@@ -13,25 +13,17 @@ import (
 	"testing"
 	"time"
 
+	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
+	"github.com/qubes-netvm/qnet/internal/wire/qdb"
 	"github.com/qubes-netvm/qnet/pkg/qubesdb"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/internal/qdbwire"
-	"github.com/qubes-netvm/qnet/pkg/qubesdb/qubesdbfake"
 )
 
 // startFake runs a fake daemon on a fresh socket and returns it with a
 // client connected to it; both are closed when the test ends.
-func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*qubesdbfake.Server, *qubesdb.Client, string) {
+func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*fakeqdb.Server, *qubesdb.Client, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "qubesdb.sock")
-	srv, err := qubesdbfake.Start(sock, initial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	srv, sock := testsupport.QubesDB(t, initial)
 	return srv, dial(t, sock, timeout), sock
 }
 
@@ -116,7 +108,7 @@ func TestStalledDaemonTimesOut(t *testing.T) {
 
 func TestRefusedBeforeSending(t *testing.T) {
 	srv, c, _ := startFake(t, nil, 0)
-	path64 := "/" + strings.Repeat("p", qdbwire.MaxPath-1)
+	path64 := "/" + strings.Repeat("p", qdb.MaxPath-1)
 
 	tests := []struct {
 		name   string
@@ -131,7 +123,7 @@ func TestRefusedBeforeSending(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.call()
-			if !errors.Is(err, qdbwire.ErrInvalidPath) {
+			if !errors.Is(err, qdb.ErrInvalidPath) {
 				t.Fatalf("error %v, want a refusal wrapping ErrInvalidPath", err)
 			}
 			if !strings.Contains(err.Error(), tt.naming) {
@@ -227,8 +219,8 @@ func scriptedReply(t testing.TB, reply []byte, call func(*qubesdb.Client) error)
 	return err
 }
 
-func header(t testing.TB, typ qdbwire.MsgType, path string, dataLen uint32) []byte {
-	b, err := qdbwire.Marshal(qdbwire.Header{Type: typ, Path: path, DataLen: dataLen})
+func header(t testing.TB, typ qdb.MsgType, path string, dataLen uint32) []byte {
+	b, err := qdb.Marshal(qdb.Header{Type: typ, Path: path, DataLen: dataLen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,17 +234,17 @@ func TestHostileReplies(t *testing.T) {
 		reply []byte
 		want  error
 	}{
-		{"wrong type", header(t, qdbwire.RespList, "/p", 0), qubesdb.ErrProtocol},
-		{"OK to a read", header(t, qdbwire.RespOK, "/p", 0), qubesdb.ErrProtocol},
-		{"path mismatch", header(t, qdbwire.RespRead, "/q", 0), qubesdb.ErrProtocol},
-		{"error for another path", header(t, qdbwire.RespErrorNoent, "/q", 0), qubesdb.ErrProtocol},
-		{"oversize data_len", header(t, qdbwire.RespRead, "/p", qdbwire.MaxData), qubesdb.ErrProtocol},
-		{"huge data_len", header(t, qdbwire.RespRead, "/p", 0xffffffff), qubesdb.ErrProtocol},
-		{"error reply with data", header(t, qdbwire.RespErrorNoent, "/p", 1), qubesdb.ErrProtocol},
+		{"wrong type", header(t, qdb.RespList, "/p", 0), qubesdb.ErrProtocol},
+		{"OK to a read", header(t, qdb.RespOK, "/p", 0), qubesdb.ErrProtocol},
+		{"path mismatch", header(t, qdb.RespRead, "/q", 0), qubesdb.ErrProtocol},
+		{"error for another path", header(t, qdb.RespErrorNoent, "/q", 0), qubesdb.ErrProtocol},
+		{"oversize data_len", header(t, qdb.RespRead, "/p", qdb.MaxData), qubesdb.ErrProtocol},
+		{"huge data_len", header(t, qdb.RespRead, "/p", 0xffffffff), qubesdb.ErrProtocol},
+		{"error reply with data", header(t, qdb.RespErrorNoent, "/p", 1), qubesdb.ErrProtocol},
 		// This client sets no watches, so an event is a violation too.
-		{"watch event", cat(header(t, qdbwire.RespWatch, "/p", 0), header(t, qdbwire.RespRead, "/p", 0)), qubesdb.ErrProtocol},
-		{"short header", header(t, qdbwire.RespRead, "/p", 0)[:40], io.ErrUnexpectedEOF},
-		{"short data", cat(header(t, qdbwire.RespRead, "/p", 5), []byte("ab")), io.ErrUnexpectedEOF},
+		{"watch event", cat(header(t, qdb.RespWatch, "/p", 0), header(t, qdb.RespRead, "/p", 0)), qubesdb.ErrProtocol},
+		{"short header", header(t, qdb.RespRead, "/p", 0)[:40], io.ErrUnexpectedEOF},
+		{"short data", cat(header(t, qdb.RespRead, "/p", 5), []byte("ab")), io.ErrUnexpectedEOF},
 		{"hang-up", nil, io.EOF},
 	}
 	for _, tt := range tests {
@@ -272,9 +264,9 @@ func TestHostileReplies(t *testing.T) {
 // a read: the client must return, never panic, hang or return more than the
 // daemon could send.
 func FuzzClientReply(f *testing.F) {
-	f.Add(header(f, qdbwire.RespRead, "/p", 0))
-	f.Add(slices.Concat(header(f, qdbwire.RespRead, "/p", 1), []byte("v")))
-	f.Add(header(f, qdbwire.RespErrorNoent, "/p", 0))
+	f.Add(header(f, qdb.RespRead, "/p", 0))
+	f.Add(slices.Concat(header(f, qdb.RespRead, "/p", 1), []byte("v")))
+	f.Add(header(f, qdb.RespErrorNoent, "/p", 0))
 	f.Fuzz(func(t *testing.T, reply []byte) {
 		scriptedReply(t, reply, func(c *qubesdb.Client) error {
 			// A second read proves a failed first one leaves no stale state
@@ -282,7 +274,7 @@ func FuzzClientReply(f *testing.F) {
 			for range 2 {
 				v, err := c.Read("/p")
 				if err == nil {
-					if len(v) >= qdbwire.MaxData {
+					if len(v) >= qdb.MaxData {
 						t.Fatalf("Read returned %d bytes", len(v))
 					}
 					return nil

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/hotplug"
-	"github.com/qubes-netvm/qnet/pkg/sandbox"
-	"github.com/qubes-netvm/qnet/pkg/sandbox/sandboxtest"
 )
 
 var errInjected = errors.New("injected failure")
@@ -24,7 +24,7 @@ var errInjected = errors.New("injected failure")
 // everything the run changed: the netvm's kernel state equals the state
 // before the run, as `ip` and `nft` print it.
 func TestFailureAtEachStepLeavesNothing(t *testing.T) {
-	sb := sandboxtest.New(t, sandbox.Options{})
+	sb := testsupport.New(t, sandbox.Options{})
 	c, err := sb.AddClient(sandbox.ClientSpec{Domid: 30, IPv4: "10.137.0.30", IPv6: "fd09:24ef:4179::a89:1e", Gateway6: "fd09:24ef:4179::a8a:1"})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestFailureInsideStepsLeavesNothing(t *testing.T) {
 		mapped bool
 	}{{"renamed and hardened", false}, {"NAT mode", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := sandboxtest.New(t, sandbox.Options{})
+			sb := testsupport.New(t, sandbox.Options{})
 			c, err := sb.AddClient(sandbox.ClientSpec{Domid: 31, IPv4: "10.137.0.31"})
 			if err != nil {
 				t.Fatal(err)

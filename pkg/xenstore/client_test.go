@@ -9,22 +9,18 @@ import (
 	"testing"
 	"time"
 
+	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"github.com/qubes-netvm/qnet/pkg/xenstore"
-	"github.com/qubes-netvm/qnet/pkg/xenstore/xenstorefake"
 )
 
 const vif = "/local/domain/0/backend/vif/5/0"
 
 // startFake serves a fresh store and returns it with a client connected
 // to it.
-func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*xenstorefake.Server, *xenstore.Client, string) {
+func startFake(t *testing.T, initial map[string]string, timeout time.Duration) (*fakexs.Server, *xenstore.Client, string) {
 	t.Helper()
-	socket := filepath.Join(t.TempDir(), "xenstored.sock")
-	s, err := xenstorefake.Start(socket, initial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, socket := testsupport.XenStore(t, initial)
 	c, err := xenstore.DialPath(socket, timeout)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/xenstore/internal/xswire"
+	"github.com/qubes-netvm/qnet/internal/wire/xs"
 )
 
 func TestTransportPaths(t *testing.T) {
@@ -46,11 +46,11 @@ func pipeClient(t *testing.T, timeout time.Duration) (*Client, net.Conn) {
 
 // answer reads one request on daemon and sends back the given messages;
 // it returns what it read.
-func answer(t *testing.T, daemon net.Conn, replies func(req xswire.Header) []byte) <-chan xswire.Header {
+func answer(t *testing.T, daemon net.Conn, replies func(req xs.Header) []byte) <-chan xs.Header {
 	t.Helper()
-	got := make(chan xswire.Header, 1)
+	got := make(chan xs.Header, 1)
 	go func() {
-		req, _, err := xswire.ReadMsg(daemon)
+		req, _, err := xs.ReadMsg(daemon)
 		if err != nil {
 			close(got)
 			return
@@ -61,18 +61,18 @@ func answer(t *testing.T, daemon net.Conn, replies func(req xswire.Header) []byt
 	return got
 }
 
-func msg(typ xswire.Type, reqID uint32, payload string) []byte {
-	h := xswire.Header{Type: typ, ReqID: reqID, Len: uint32(len(payload))}
+func msg(typ xs.Type, reqID uint32, payload string) []byte {
+	h := xs.Header{Type: typ, ReqID: reqID, Len: uint32(len(payload))}
 	return append(h.Append(nil), payload...)
 }
 
 func TestSkipsWatchEventsAndOtherReplies(t *testing.T) {
 	c, daemon := pipeClient(t, 5*time.Second)
-	answer(t, daemon, func(req xswire.Header) []byte {
+	answer(t, daemon, func(req xs.Header) []byte {
 		var b []byte
-		b = append(b, msg(xswire.WatchEvent, 0, "/x\x00tok\x00")...)
-		b = append(b, msg(xswire.Read, req.ReqID+7, "stale")...)
-		return append(b, msg(xswire.Read, req.ReqID, "value")...)
+		b = append(b, msg(xs.WatchEvent, 0, "/x\x00tok\x00")...)
+		b = append(b, msg(xs.Read, req.ReqID+7, "stale")...)
+		return append(b, msg(xs.Read, req.ReqID, "value")...)
 	})
 	got, err := c.Read("/k")
 	if err != nil || string(got) != "value" {
@@ -81,23 +81,23 @@ func TestSkipsWatchEventsAndOtherReplies(t *testing.T) {
 }
 
 func TestMalformedReplies(t *testing.T) {
-	tooLong := xswire.Header{Type: xswire.Read, ReqID: 1, Len: xswire.PayloadMax + 1}
+	tooLong := xs.Header{Type: xs.Read, ReqID: 1, Len: xs.PayloadMax + 1}
 	tests := []struct {
 		name    string
 		stream  []byte
 		wantErr error
 		inMsg   string
 	}{
-		{"payload cut short", msg(xswire.Read, 1, "value")[:xswire.HeaderSize+2], io.ErrUnexpectedEOF, "via pipe"},
-		{"header cut short", msg(xswire.Read, 1, "")[:5], io.ErrUnexpectedEOF, "read /k"},
-		{"payload over 4096", tooLong.Append(nil), xswire.ErrPayloadTooLarge, "4097"},
-		{"reply of another type", msg(xswire.Write, 1, "OK\x00"), nil, "reply of type 11"},
+		{"payload cut short", msg(xs.Read, 1, "value")[:xs.HeaderSize+2], io.ErrUnexpectedEOF, "via pipe"},
+		{"header cut short", msg(xs.Read, 1, "")[:5], io.ErrUnexpectedEOF, "read /k"},
+		{"payload over 4096", tooLong.Append(nil), xs.ErrPayloadTooLarge, "4097"},
+		{"reply of another type", msg(xs.Write, 1, "OK\x00"), nil, "reply of type 11"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, daemon := pipeClient(t, 5*time.Second)
 			go func() {
-				if _, _, err := xswire.ReadMsg(daemon); err == nil {
+				if _, _, err := xs.ReadMsg(daemon); err == nil {
 					daemon.Write(tt.stream)
 				}
 				daemon.Close()
@@ -116,7 +116,7 @@ func TestMalformedReplies(t *testing.T) {
 func TestBadTransactionID(t *testing.T) {
 	for _, id := range []string{"0\x00", "x\x00", "4294967296\x00", ""} {
 		c, daemon := pipeClient(t, 5*time.Second)
-		answer(t, daemon, func(req xswire.Header) []byte { return msg(xswire.TransactionStart, req.ReqID, id) })
+		answer(t, daemon, func(req xs.Header) []byte { return msg(xs.TransactionStart, req.ReqID, id) })
 		err := c.Transaction(func(*Tx) error { t.Error("fn ran without a transaction"); return nil })
 		if err == nil || !strings.Contains(err.Error(), "bad transaction id") {
 			t.Errorf("transaction id %q: %v, want refusal", id, err)
@@ -156,9 +156,9 @@ func TestDialPathErrors(t *testing.T) {
 // FuzzClientReply feeds an arbitrary byte stream as the daemon's answer
 // to each kind of request: the client must return, never panic or hang.
 func FuzzClientReply(f *testing.F) {
-	f.Add(byte(0), msg(xswire.Read, 1, "value"))
-	f.Add(byte(1), msg(xswire.Error, 1, "ENOENT\x00"))
-	f.Add(byte(2), append(msg(xswire.TransactionStart, 1, "5\x00"), append(msg(xswire.Write, 2, "OK\x00"), msg(xswire.Error, 3, "EAGAIN\x00")...)...))
+	f.Add(byte(0), msg(xs.Read, 1, "value"))
+	f.Add(byte(1), msg(xs.Error, 1, "ENOENT\x00"))
+	f.Add(byte(2), append(msg(xs.TransactionStart, 1, "5\x00"), append(msg(xs.Write, 2, "OK\x00"), msg(xs.Error, 3, "EAGAIN\x00")...)...))
 	f.Fuzz(func(t *testing.T, op byte, stream []byte) {
 		clientEnd, daemon := net.Pipe()
 		c := &Client{transport: "pipe", timeout: 10 * time.Second, conn: clientEnd}
@@ -168,7 +168,7 @@ func FuzzClientReply(f *testing.F) {
 
 		switch op % 3 {
 		case 0:
-			if value, err := c.Read("/k"); err == nil && len(value) > xswire.PayloadMax {
+			if value, err := c.Read("/k"); err == nil && len(value) > xs.PayloadMax {
 				t.Errorf("Read returned %d bytes", len(value))
 			}
 		case 1:

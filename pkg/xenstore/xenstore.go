@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/qubes-netvm/qnet/pkg/xenstore/internal/xswire"
+	"github.com/qubes-netvm/qnet/internal/wire/xs"
 )
 
 // DefaultTimeout bounds connecting and each request when the caller gives
@@ -149,7 +149,7 @@ func (c *Client) Read(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.request("read", path, xswire.Read, 0, payload)
+	return c.request("read", path, xs.Read, 0, payload)
 }
 
 // Write sets the node at path to value, creating it and missing parents.
@@ -207,7 +207,7 @@ func (c *Client) write(txID uint32, path string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.request("write", path, xswire.Write, txID, payload)
+	_, err = c.request("write", path, xs.Write, txID, payload)
 	return err
 }
 
@@ -222,9 +222,9 @@ func pathPayload(op, path string, value []byte) ([]byte, error) {
 		return nil, fmt.Errorf("xenstore %s %q: path contains NUL: %w", op, path, syscall.EINVAL)
 	}
 	size := len(path) + 1 + len(value)
-	if size > xswire.PayloadMax {
+	if size > xs.PayloadMax {
 		return nil, fmt.Errorf("xenstore %s %s: request of %d bytes exceeds the %d-byte limit: %w",
-			op, path, size, xswire.PayloadMax, syscall.E2BIG)
+			op, path, size, xs.PayloadMax, syscall.E2BIG)
 	}
 	payload := make([]byte, 0, size)
 	payload = append(append(payload, path...), 0)
@@ -232,7 +232,7 @@ func pathPayload(op, path string, value []byte) ([]byte, error) {
 }
 
 func (c *Client) startTransaction() (uint32, error) {
-	reply, err := c.request("transaction-start", "", xswire.TransactionStart, 0, []byte{0})
+	reply, err := c.request("transaction-start", "", xs.TransactionStart, 0, []byte{0})
 	if err != nil {
 		return 0, err
 	}
@@ -249,14 +249,14 @@ func (c *Client) endTransaction(id uint32, commit bool) error {
 	if commit {
 		payload = []byte("T\x00")
 	}
-	_, err := c.request("transaction-end", "", xswire.TransactionEnd, id, payload)
+	_, err := c.request("transaction-end", "", xs.TransactionEnd, id, payload)
 	return err
 }
 
 // request sends one request and returns its reply's payload. An ERROR
 // reply becomes an *Error; a transport failure or timeout leaves the
 // stream in an unknown state, so it also breaks the client.
-func (c *Client) request(op, path string, typ xswire.Type, txID uint32, payload []byte) ([]byte, error) {
+func (c *Client) request(op, path string, typ xs.Type, txID uint32, payload []byte) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	where := strings.TrimSuffix(op+" "+path, " ")
@@ -264,17 +264,17 @@ func (c *Client) request(op, path string, typ xswire.Type, txID uint32, payload 
 		return nil, fmt.Errorf("xenstore %s via %s: connection unusable after an earlier failure: %w", where, c.transport, c.broken)
 	}
 	c.reqID++
-	reply, body, err := c.exchange(xswire.Header{Type: typ, ReqID: c.reqID, TxID: txID}, payload)
-	if err == nil && reply.Type != xswire.Error && reply.Type != typ {
+	reply, body, err := c.exchange(xs.Header{Type: typ, ReqID: c.reqID, TxID: txID}, payload)
+	if err == nil && reply.Type != xs.Error && reply.Type != typ {
 		err = fmt.Errorf("reply of type %d to a request of type %d", reply.Type, typ)
 	}
 	if err != nil {
 		c.broken = err
 		return nil, fmt.Errorf("xenstore %s via %s: %w", where, c.transport, err)
 	}
-	if reply.Type == xswire.Error {
+	if reply.Type == xs.Error {
 		name := string(bytes.TrimSuffix(body, []byte{0}))
-		errno, ok := xswire.Errno(name)
+		errno, ok := xs.Errno(name)
 		if !ok {
 			errno = syscall.EIO
 		}
@@ -287,7 +287,7 @@ func (c *Client) request(op, path string, typ xswire.Type, txID uint32, payload 
 // client's timeout. It skips watch events (this client sets no watches,
 // but the daemon or kernel may still deliver some) and replies to other
 // request ids.
-func (c *Client) exchange(req xswire.Header, payload []byte) (xswire.Header, []byte, error) {
+func (c *Client) exchange(req xs.Header, payload []byte) (xs.Header, []byte, error) {
 	expired := c.armDeadline()
 	reply, body, err := c.exchangeUnbounded(req, payload)
 	// A reply that raced the timer still counts as late: the timer has
@@ -299,21 +299,21 @@ func (c *Client) exchange(req xswire.Header, payload []byte) (xswire.Header, []b
 		case !errors.Is(err, os.ErrDeadlineExceeded):
 			err = fmt.Errorf("%w (closed the transport to end the wait: %v)", os.ErrDeadlineExceeded, err)
 		}
-		return xswire.Header{}, nil, fmt.Errorf("timeout after %v: %w", c.timeout, err)
+		return xs.Header{}, nil, fmt.Errorf("timeout after %v: %w", c.timeout, err)
 	}
 	return reply, body, err
 }
 
-func (c *Client) exchangeUnbounded(req xswire.Header, payload []byte) (xswire.Header, []byte, error) {
-	if err := xswire.WriteMsg(c.conn, req, payload); err != nil {
-		return xswire.Header{}, nil, err
+func (c *Client) exchangeUnbounded(req xs.Header, payload []byte) (xs.Header, []byte, error) {
+	if err := xs.WriteMsg(c.conn, req, payload); err != nil {
+		return xs.Header{}, nil, err
 	}
 	for {
-		reply, body, err := xswire.ReadMsg(c.conn)
+		reply, body, err := xs.ReadMsg(c.conn)
 		if err != nil {
-			return xswire.Header{}, nil, err
+			return xs.Header{}, nil, err
 		}
-		if reply.Type != xswire.WatchEvent && reply.ReqID == req.ReqID {
+		if reply.Type != xs.WatchEvent && reply.ReqID == req.ReqID {
 			return reply, body, nil
 		}
 	}
