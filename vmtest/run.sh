@@ -30,7 +30,7 @@ export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
 # can check kernel state independently of the code under test.
 # chcon and selinuxenabled are what packaging/rpm/qnet-takeover runs where
 # SELinux is on; runcon enters the package script domain.
-guest_tools=(nft ip conntrack dnsmasq unshare ping stat dbus-daemon xenstore-read xenstore-write xenstore-ls xenstore-rm
+guest_tools=(nft ip conntrack dnsmasq tcpdump unshare ping stat dbus-daemon xenstore-read xenstore-write xenstore-ls xenstore-rm
 	chcon selinuxenabled runcon)
 
 log() { echo "vmtest: $*" >&2; }

@@ -52,8 +52,9 @@ func (c *Capture) Seen() []string {
 // returns what it saw.
 func (n *NS) StartCapture(iface, filter string) (*Capture, error) {
 	c := &Capture{what: fmt.Sprintf("tcpdump on %s in %s (%s)", iface, n.Name, filter)}
-	// -l: line-buffered; -n: no name lookups; -U: write each packet at once.
-	c.cmd = exec.Command("ip", "netns", "exec", n.Name, "tcpdump", "-i", iface, "-n", "-l", "-U", filter)
+	// -Z root: stay root (the VM tier has no tcpdump user); -l: line-buffered;
+	// -n: no name lookups; -U: write each packet at once.
+	c.cmd = exec.Command("ip", "netns", "exec", n.Name, "tcpdump", "-Z", "root", "-i", iface, "-n", "-l", "-U", filter)
 	c.cmd.Stdout = c
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {

@@ -111,6 +111,9 @@ func (k *Kernel) flowtableRemoval(name string) ([]netlink.Message, error) {
 
 // removeFlowtable undoes the creation of the table: if no other run
 // added a device since, the table goes; otherwise only name leaves it.
+// The kernel itself drops a device that is deleted or leaves the
+// namespace (NAT mode moves the vif out), so fewer devices than installed
+// still means nobody added one.
 func (k *Kernel) removeFlowtable(name string, installed []string) error {
 	unlock, err := flowoffload.Lock(k.opts.LockPath)
 	if err != nil {
@@ -125,7 +128,7 @@ func (k *Kernel) removeFlowtable(name string, installed []string) error {
 	if err != nil || !found {
 		return err
 	}
-	if !slices.Equal(cur, installed) {
+	if slices.ContainsFunc(cur, func(d string) bool { return !slices.Contains(installed, d) }) {
 		return k.leaveFlowtable(name)
 	}
 	msgs, err := nfnl.Queued(func(q *nftables.Conn) error { flowoffload.Remove(q); return nil })
