@@ -26,14 +26,14 @@ const (
 	DownstreamSet = "downstream"
 )
 
-// Entry is one address of one vif.
-type Entry struct {
+// VifAddr is one address of one vif: an element of each set.
+type VifAddr struct {
 	Vif  string
 	Addr netip.Addr
 }
 
 // Family is the nftables family of the entry's address ("ip" or "ip6").
-func (e Entry) Family() string {
+func (e VifAddr) Family() string {
 	if e.Addr.Is4() {
 		return "ip"
 	}
@@ -41,9 +41,9 @@ func (e Entry) Family() string {
 }
 
 // AllowedElement renders the `allowed` element as nft prints it.
-func (e Entry) AllowedElement() string { return fmt.Sprintf("%q . %s", e.Vif, e.Addr) }
+func (e VifAddr) AllowedElement() string { return fmt.Sprintf("%q . %s", e.Vif, e.Addr) }
 
-func (e Entry) tableFamily() nftables.TableFamily {
+func (e VifAddr) tableFamily() nftables.TableFamily {
 	if e.Addr.Is4() {
 		return nftables.TableFamilyIPv4
 	}
@@ -53,7 +53,7 @@ func (e Entry) tableFamily() nftables.TableFamily {
 // allowedKey is the concatenated key: the interface name NUL-padded to
 // IFNAMSIZ, then the address in network order (both fields are multiples of
 // four bytes, so no padding between them).
-func (e Entry) allowedKey() ([]byte, error) {
+func (e VifAddr) allowedKey() ([]byte, error) {
 	if len(e.Vif) == 0 || len(e.Vif) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("interface name %q does not fit an nftables ifname (1 to %d bytes)", e.Vif, unix.IFNAMSIZ-1)
 	}
@@ -69,7 +69,7 @@ func set(fam nftables.TableFamily, name string) *nftables.Set {
 // checkBaseRuleset verifies that the base ruleset's sets exist for every family the
 // entries use, with the expected key types. Run it before changing anything:
 // without these sets the vif cannot be protected.
-func checkBaseRuleset(c *nftables.Conn, entries []Entry) error {
+func checkBaseRuleset(c *nftables.Conn, entries []VifAddr) error {
 	seen := map[nftables.TableFamily]bool{}
 	for _, e := range entries {
 		fam := e.tableFamily()
@@ -97,7 +97,7 @@ func checkBaseRuleset(c *nftables.Conn, entries []Entry) error {
 // elementsPresent reports which of the entry's two elements exist, asking the kernel
 // for exactly these keys rather than dumping sets that grow with the number
 // of client qubes.
-func elementsPresent(c *nfnl.Conn, e Entry) (allowed, downstream bool, err error) {
+func elementsPresent(c *nfnl.Conn, e VifAddr) (allowed, downstream bool, err error) {
 	key, err := e.allowedKey()
 	if err != nil {
 		return false, false, err
@@ -138,8 +138,8 @@ func hasElement(c *nfnl.Conn, fam nftables.TableFamily, setName string, key []by
 // Elements names, among some entries, those whose `allowed` element and
 // those whose `downstream` element a change concerns.
 type Elements struct {
-	Allowed    []Entry
-	Downstream []Entry
+	Allowed    []VifAddr
+	Downstream []VifAddr
 }
 
 func (els Elements) empty() bool { return len(els.Allowed)+len(els.Downstream) == 0 }

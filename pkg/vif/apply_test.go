@@ -3,8 +3,6 @@ package vif
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -48,7 +46,7 @@ func TestFailureAtEachStepLeavesNothing(t *testing.T) {
 	steps := Steps(in, opts)
 	// A last step that always fails proves that a complete run is undone too.
 	steps = append(steps, Step{Desc: "fail at the end", Do: func(*Kernel) (func() error, error) { return nil, errInjected }})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := quiet
 
 	before, err := sb.NetVM.KernelState()
 	if err != nil {
@@ -120,7 +118,7 @@ func TestFailureInsideStepsLeavesNothing(t *testing.T) {
 				LinkWait:      time.Second,
 			}
 			steps := Steps(in, opts)
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			log := quiet
 			before, err := sb.NetVM.KernelState()
 			if err != nil {
 				t.Fatal(err)

@@ -75,7 +75,7 @@ type conntrackQuery struct {
 
 // conntrackQueries returns, for each IPv4 address, a dump filtered on its original
 // source and one on its original destination, and for all the IPv6
-// addresses one dump of the family (see the package doc).
+// addresses one dump of the family (see the comment at the top of this file).
 func conntrackQueries(addrs []netip.Addr) ([]conntrackQuery, error) {
 	var qs []conntrackQuery
 	var v6 []netip.Addr

@@ -2,8 +2,6 @@ package vif
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +11,7 @@ import (
 
 func TestLockVif(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "locks")
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := quiet
 	unlock, err := LockVif(dir, "vif3.0", time.Second, log)
 	if err != nil {
 		t.Fatal(err)

@@ -99,15 +99,15 @@ func (in *Inputs) withoutIPv6() *Inputs {
 	return &v4
 }
 
-func (in *Inputs) entries() []Entry {
-	e := make([]Entry, len(in.Addrs))
+func (in *Inputs) entries() []VifAddr {
+	e := make([]VifAddr, len(in.Addrs))
 	for i, a := range in.Addrs {
-		e[i] = Entry{Vif: in.Name, Addr: a}
+		e[i] = VifAddr{Vif: in.Name, Addr: a}
 	}
 	return e
 }
 
-func checkRuleset(entries []Entry) Step {
+func checkRuleset(entries []VifAddr) Step {
 	return Step{
 		Change: Change{Kind: CheckRuleset, Object: Table},
 		Desc:   "check the base ruleset: sets allowed and downstream in table(s) qubes",
@@ -270,7 +270,7 @@ func joinFlowtable(name string) Step {
 
 // purgeConntrack forgets connections tracked for the addresses, so flows
 // of an earlier owner of an address do not leak to the new one. The
-// kernel filters the dump (package conntrack), so the cost follows the
+// kernel filters the dump (conntrack.go), so the cost follows the
 // client's flows, not the table; a namespace that tracks no connection at
 // all is not asked.
 func purgeConntrack(addrs []netip.Addr) Step {
@@ -357,7 +357,7 @@ func delNeighbour(name string, a netip.Addr) Step {
 	}}
 }
 
-func addElements(entries []Entry) Step {
+func addElements(entries []VifAddr) Step {
 	return Step{Change: Change{Kind: AddElements, Object: describeAddrs(entries)}, Desc: "nft add element: " + describeEntries(entries), Do: func(k *Kernel) (func() error, error) {
 		missing, err := k.elementsWhere(entries, false)
 		if err != nil || missing.empty() {
@@ -383,7 +383,7 @@ func addElements(entries []Entry) Step {
 // removeElements deletes the vif's elements that are present and takes
 // the vif out of the flowtable, in one transaction: the kernel then waits
 // for one RCU grace period, not one per deletion batch.
-func removeElements(name string, entries []Entry) Step {
+func removeElements(name string, entries []VifAddr) Step {
 	desc := "nft delete flowtable device " + name + " (if listed)"
 	if len(entries) > 0 {
 		desc = "nft delete element (those present): " + describeEntries(entries) + "; and flowtable device " + name + " (if listed), one transaction"
@@ -417,7 +417,7 @@ func removeElements(name string, entries []Entry) Step {
 
 // elementsWhere returns the entries whose `allowed` element, and those
 // whose `downstream` element, are in the kernel (present) or not.
-func (k *Kernel) elementsWhere(entries []Entry, present bool) (Elements, error) {
+func (k *Kernel) elementsWhere(entries []VifAddr, present bool) (Elements, error) {
 	var els Elements
 	if len(entries) == 0 {
 		return els, nil
@@ -465,7 +465,7 @@ func (k *Kernel) batch(msgs []mnl.Message, els Elements) error {
 	return nil
 }
 
-func describeEntries(entries []Entry) string {
+func describeEntries(entries []VifAddr) string {
 	var b bytes.Buffer
 	for i, e := range entries {
 		if i > 0 {
@@ -476,7 +476,7 @@ func describeEntries(entries []Entry) string {
 	return b.String()
 }
 
-func describeAddrs(entries []Entry) string {
+func describeAddrs(entries []VifAddr) string {
 	addrs := make([]string, len(entries))
 	for i, e := range entries {
 		addrs[i] = e.Addr.String()
