@@ -136,21 +136,15 @@ func (k *Kernel) waitForLink(name string, timeout time.Duration) (netlink.Link, 
 
 // setSysctl writes key=value and returns how to restore the old value (nil
 // when it already had that value).
-func setSysctl(key, value string, ignoreFailure bool) (func() error, error) {
+func setSysctl(key, value string) (func() error, error) {
 	old, err := sysctl.Read(key)
 	if err != nil {
-		if ignoreFailure {
-			return nil, nil
-		}
 		return nil, err
 	}
 	if old == value {
 		return nil, nil
 	}
 	if err := sysctl.Write(key, value); err != nil {
-		if ignoreFailure {
-			return nil, nil
-		}
 		return nil, err
 	}
 	return func() error { return sysctl.Write(key, old) }, nil

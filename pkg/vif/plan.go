@@ -193,7 +193,7 @@ func sysctlStep(key, value string) Step {
 	return Step{
 		Change: Change{Kind: SetSysctl, Object: key, Value: value},
 		Desc:   fmt.Sprintf("sysctl %s = %s", key, value),
-		Do:     func(*Kernel) (func() error, error) { return setSysctl(key, value, false) },
+		Do:     func(*Kernel) (func() error, error) { return setSysctl(key, value) },
 	}
 }
 
@@ -235,7 +235,11 @@ func harden(name string, opts Options) Step {
 						return undos.run, err
 					}
 				}
-				undo, err := setSysctl(s.Key, s.Value, s.IgnoreFailure)
+				undo, err := setSysctl(s.Key, s.Value)
+				if err != nil && s.IgnoreFailure {
+					k.log.Debug("harden: failure ignored, as the line's leading '-' asks", "key", s.Key, "value", s.Value, "err", err)
+					continue
+				}
 				if sysctl.Skippable(err) {
 					k.log.Info("harden: setting skipped, as systemd-sysctl skips it", "key", s.Key, "value", s.Value, "err", err)
 					continue

@@ -1,7 +1,8 @@
 // Package natns puts a client qube's vif behind a private network namespace
 // that translates the client's visible address to its real one (Qubes "NAT
 // mode" for mapped addresses, upstream's vif-qubes-nat.sh), and takes it
-// down again.
+// down again. It is the hotplug tool's NAT mode: pkg/vif's NAT steps
+// (nat.go there) call Setup and Teardown.
 //
 // Layout, for a vif named V:
 //
