@@ -130,8 +130,8 @@ func Steps(in *Inputs, opts Options) []Step {
 	return planOnline(in, opts)
 }
 
-// Run performs one hotplug invocation: gather, plan, apply.
-func Run(ctx context.Context, inv Invocation, src Sources, opts Options, log *slog.Logger) error {
+// applyInvocation performs one hotplug invocation: gather, plan, apply.
+func applyInvocation(ctx context.Context, inv Invocation, src Sources, opts Options, log *slog.Logger) error {
 	in, err := Gather(inv, src, log)
 	if err != nil {
 		return err
@@ -153,9 +153,9 @@ func Run(ctx context.Context, inv Invocation, src Sources, opts Options, log *sl
 	return err
 }
 
-// DryRun gathers the invocation's inputs and writes its plan to w, one
+// describeInvocation gathers the invocation's inputs and writes its plan to w, one
 // line per step, changing nothing.
-func DryRun(w io.Writer, inv Invocation, src Sources, opts Options, log *slog.Logger) error {
+func describeInvocation(w io.Writer, inv Invocation, src Sources, opts Options, log *slog.Logger) error {
 	in, err := Gather(inv, src, log)
 	if err != nil {
 		return err

@@ -55,7 +55,7 @@ func DefaultConfig() Config {
 // before it is returned; the caller only has to exit non-zero.
 func Hotplug(ctx context.Context, args []string, getenv func(string) string, cfg Config) error {
 	var stderrErr error
-	if cfg.HotplugLog != "" && RunByToolstack(getenv) {
+	if cfg.HotplugLog != "" && runByToolstack(getenv) {
 		stderrErr = logging.AppendStderr(cfg.HotplugLog)
 	}
 	level := slog.LevelInfo
@@ -95,7 +95,7 @@ func Hotplug(ctx context.Context, args []string, getenv func(string) string, cfg
 // hotplug runs a decoded invocation that asks for online or offline.
 func hotplug(ctx context.Context, inv Invocation, cfg Config, log *slog.Logger) error {
 	if !cfg.DryRun {
-		unlock, err := LockVif(cfg.LockDir, inv.Vif, cfg.LockWait, log)
+		unlock, err := lockVif(cfg.LockDir, inv.Vif, cfg.LockWait, log)
 		if err != nil {
 			log.Error(err.Error())
 			return err
@@ -126,22 +126,22 @@ func hotplug(ctx context.Context, inv Invocation, cfg Config, log *slog.Logger) 
 		},
 	}
 	if cfg.DryRun {
-		if err := DryRun(cfg.Stdout, inv, src, cfg.Options, log); err != nil {
+		if err := describeInvocation(cfg.Stdout, inv, src, cfg.Options, log); err != nil {
 			log.Error(inv.Command + " failed: " + err.Error())
 			return err
 		}
 		return nil
 	}
 	start := time.Now()
-	if err := Run(ctx, inv, src, cfg.Options, log); err != nil {
+	if err := applyInvocation(ctx, inv, src, cfg.Options, log); err != nil {
 		log.Error(inv.Command + " failed: " + err.Error())
-		if werr := ReportError(dialXenStore, inv.XenbusPath, err.Error()); werr != nil {
+		if werr := reportError(dialXenStore, inv.XenbusPath, err.Error()); werr != nil {
 			log.Error("cannot report the failure to the toolstack", "err", werr)
 		}
 		return err
 	}
 	if inv.Action == Online {
-		if err := ReportConnected(xs, inv.XenbusPath); err != nil {
+		if err := reportConnected(xs, inv.XenbusPath); err != nil {
 			log.Error("cannot report success to the toolstack", "err", err)
 			return err
 		}

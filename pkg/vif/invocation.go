@@ -138,12 +138,12 @@ func VifDomid(name string) (int, error) {
 	return domid, nil
 }
 
-// RunByToolstack reports whether the toolstack (libxl, xl devd) started
+// runByToolstack reports whether the toolstack (libxl, xl devd) started
 // this process, as opposed to someone at a terminal: the toolstack always
 // passes XENBUS_PATH in the environment (a hand run may use --xenbus-path
 // instead) and never gives a hotplug script a terminal. Such a run follows
 // Xen's hotplug conventions for its standard error.
-func RunByToolstack(getenv func(string) string) bool {
+func runByToolstack(getenv func(string) string) bool {
 	if getenv("XENBUS_PATH") == "" {
 		return false
 	}

@@ -14,7 +14,7 @@ import (
 // lockPoll is how often a waiting run retries a vif lock held by another.
 const lockPoll = 20 * time.Millisecond
 
-// LockVif serialises whole hotplug runs of one vif: a retried or duplicated
+// lockVif serialises whole hotplug runs of one vif: a retried or duplicated
 // hotplug (two onlines, or two offlines, started together) then ends as one
 // run would, the second finding the first's work done. The lock is the file
 // <dir>/<vif>.lock (dir is created if missing); it is released when unlock
@@ -22,7 +22,7 @@ const lockPoll = 20 * time.Millisecond
 // waits and gives up after wait with an error naming the vif and the lock.
 // Lock files are never removed: unlinking one while another run waits on it
 // would let a third lock a new file beside it.
-func LockVif(dir, vif string, wait time.Duration, log *slog.Logger) (unlock func(), err error) {
+func lockVif(dir, vif string, wait time.Duration, log *slog.Logger) (unlock func(), err error) {
 	// A bad name is refused before any file is made for it.
 	if _, err := VifDomid(vif); err != nil {
 		return nil, err

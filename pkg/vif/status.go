@@ -13,8 +13,8 @@ const (
 	ErrorKey  = "hotplug-error"
 )
 
-// ReportConnected tells the toolstack the device is ready.
-func ReportConnected(xs *xenstore.Client, xenbusPath string) error {
+// reportConnected tells the toolstack the device is ready.
+func reportConnected(xs *xenstore.Client, xenbusPath string) error {
 	p := key(xenbusPath, StatusKey)
 	if err := xs.Write(p, []byte("connected")); err != nil {
 		return fmt.Errorf("write XenStore %s: %w", p, err)
@@ -22,14 +22,14 @@ func ReportConnected(xs *xenstore.Client, xenbusPath string) error {
 	return nil
 }
 
-// ReportError records a failure the way xen-hotplug-common.sh's fatal does:
+// reportError records a failure the way xen-hotplug-common.sh's fatal does:
 // the one-line message and status "error" in one transaction, so the
 // toolstack never sees the status without its reason. It writes through a
 // connection of its own, opened by dial: the run's connection may be the
 // cause of the failure, and after a request on it timed out the client
 // refuses every later request, which would leave the toolstack waiting for
 // a status that never comes.
-func ReportError(dial func() (*xenstore.Client, error), xenbusPath, msg string) error {
+func reportError(dial func() (*xenstore.Client, error), xenbusPath, msg string) error {
 	xs, err := dial()
 	if err != nil {
 		return fmt.Errorf("write XenStore %s: %w", key(xenbusPath, StatusKey), err)
