@@ -1,25 +1,15 @@
 // Package vif is the hotplug tool of a Qubes network qube: vif-route-qubes
 // online configures a client qube's backend interface in routed mode and
-// offline removes that configuration. It owns, file by file:
-//
-//   - hotplug.go: the one entry point (Hotplug): the per-vif lock, the
-//     XenStore and QubesDB connections, the Xen hotplug log and the status
-//     the toolstack waits for;
-//   - invocation.go, lock.go, status.go: Xen's invocation contract (argv,
-//     environment, which commands mean what), the per-vif lock, the
-//     hotplug-status keys;
-//   - inputs.go: what a run reads (XenStore, QubesDB, sysctls);
-//   - route.go: route policy (MaxDomid, Metric);
-//   - plan.go, step.go: the ordered steps, as data (Change) and as code;
-//   - apply.go, kernel.go: applying the steps with undo, the kernel handles;
-//   - antispoof.go: the vif's elements in the base ruleset's sets;
-//   - flowtable*.go: the shared flow-offload table and its device list;
-//   - conntrack.go: forgetting the tracked connections of the vif's
-//     addresses;
-//   - hardening.go, sysctlconf.go: the sysctl.d hardening QubesDB can ask
-//     for;
-//   - hooks.go: the user's network hooks;
-//   - nat.go: NAT mode's steps (the namespace itself is subpackage natns).
+// offline removes that configuration. Hotplug (hotplug.go) is the entry
+// point; the package owns Xen's invocation contract (invocation.go), the
+// per-vif lock (lock.go), the inputs read from XenStore and QubesDB
+// (inputs.go), route policy (route.go), the plan (plan.go, step.go) and
+// its apply with undo (apply.go, kernel.go), the anti-spoofing set
+// elements (antispoof.go), the flow-offload table (flowtable*.go), the
+// conntrack purge (conntrack.go), the sysctl.d hardening (hardening.go,
+// sysctlconf.go), the network hooks (hooks.go), NAT mode's steps (nat.go;
+// the namespace is subpackage natns) and the hotplug-status for the
+// toolstack (status.go).
 //
 // A run gathers its inputs, plans an ordered list of steps, and applies
 // them. A plan is data: each Step carries a Change (kind, object, address,
