@@ -1,7 +1,8 @@
 // This file builds the network qube's flow-offload table
 // (`inet qubes-nat-accel`): a flowtable over every interface and a forward
 // chain that offloads established TCP and UDP flows from client qubes
-// (link group 2) to the uplink (group 1), bypassing the slow path.
+// (link group ClientGroup) to the uplink (UplinkGroup), bypassing the
+// slow path.
 //
 // The table is shared by all vifs. It is created once, when absent; after
 // that a vif coming online is added to the flowtable's device list (an

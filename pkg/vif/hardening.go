@@ -59,7 +59,7 @@ var prefixTrees = []string{"net/ipv4/conf", "net/ipv4/neigh", "net/ipv6/conf", "
 //	systemd-sysctl --prefix=/net/ipv4/conf/IF --prefix=/net/ipv4/neigh/IF \
 //	  --prefix=/net/ipv6/conf/IF --prefix=/net/ipv6/neigh/IF ... -- confPath
 //
-// performs for each IF in ifaces, with keys relative to procRoot (ProcSys on
+// performs for each IF in ifaces, with keys relative to procRoot (/proc/sys on
 // a live system). When confPath does not exist, BuiltinHardening is used.
 //
 // It follows systemd-sysctl (the result matched systemd 252's writes for
