@@ -18,7 +18,7 @@ import (
 	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/internal/sandbox"
 	"github.com/qubes-netvm/qnet/internal/testsupport"
-	"github.com/qubes-netvm/qnet/pkg/flowoffload"
+	"github.com/qubes-netvm/qnet/pkg/vif"
 )
 
 // The rules of the offload chain as `nft -j` prints their expressions,
@@ -32,7 +32,7 @@ var wantAccelRules = []string{
 }
 
 // TestFlowtableOffloadsClientTCP builds the offload table with the
-// project's flowoffload package in a sandbox network qube whose vif is
+// project's vif package in a sandbox network qube whose vif is
 // configured by hand, rebuilds it as vifs come and go, and proves that a
 // client's TCP connection to the upstream is offloaded.
 func TestFlowtableOffloadsClientTCP(t *testing.T) {
@@ -44,7 +44,7 @@ func TestFlowtableOffloadsClientTCP(t *testing.T) {
 		t.Helper()
 		var devs []string
 		if err := s.NetVM.Do(func() (err error) {
-			devs, err = flowoffload.Devices("/proc/sys/net/ipv4/conf", exclude)
+			devs, err = vif.FlowtableDevices("/proc/sys/net/ipv4/conf", exclude)
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -54,7 +54,7 @@ func TestFlowtableOffloadsClientTCP(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer h.Close()
-		msgs, err := nfnl.Queued(func(q *nftables.Conn) error { return flowoffload.Queue(q, devs, true) })
+		msgs, err := nfnl.Queued(func(q *nftables.Conn) error { return vif.QueueOffloadTable(q, devs, true) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +132,7 @@ func checkAccelTable(t *testing.T, ns *sandbox.NS, wantDevs ...string) {
 	var out struct {
 		Nftables []map[string]json.RawMessage `json:"nftables"`
 	}
-	if err := ns.NftJSON(&out, "list", "table", "inet", flowoffload.TableName); err != nil {
+	if err := ns.NftJSON(&out, "list", "table", "inet", vif.OffloadTable); err != nil {
 		t.Fatal(err)
 	}
 	var flowtables, chains, rules []string
