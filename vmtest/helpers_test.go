@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"os/exec"
 	"strings"
@@ -30,7 +31,7 @@ func newNamespace(t *testing.T, role string) namespace {
 	suffix := make([]byte, 3)
 	rand.Read(suffix)
 	name := fmt.Sprintf("qnt-%s-%s", role, hex.EncodeToString(suffix))
-	mustRun(t, "ip", "netns", "add", name)
+	testsupport.MustRun(t, nil, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("delete namespace %s: %v: %s", name, err, out)
@@ -59,7 +60,7 @@ func (ns namespace) conn(t *testing.T) *nftables.Conn {
 // run runs a command inside the namespace and fails the test if it fails.
 func (ns namespace) run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	return mustRun(t, "ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
+	return testsupport.MustRun(t, nil, "ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
 }
 
 // nftJSON runs `nft -j <args>` inside the namespace and decodes its output.
@@ -69,15 +70,6 @@ func (ns namespace) nftJSON(t *testing.T, v any, args ...string) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("decode nft -j %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-}
-
-func mustRun(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
 }
 
 // moduleLoaded reports whether the kernel module is loaded, from /proc/modules.

@@ -161,7 +161,7 @@ func (r *rig) fillConntrack(n int) {
 	if err != nil {
 		r.t.Fatalf("make %d flows: %v", n, err)
 	}
-	waitFor(r.t, fmt.Sprintf("%d conntrack entries", n), func() bool { return r.conntrackCount() >= n })
+	testsupport.WaitFor(r.t, fmt.Sprintf("%d conntrack entries", n), func() bool { return r.conntrackCount() >= n })
 }
 
 func (r *rig) conntrackCount() int {

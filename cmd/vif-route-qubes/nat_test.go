@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ func TestNATMode(t *testing.T) {
 	if !strings.Contains(res.stderr, "NAT mode does not support IPv6") {
 		t.Errorf("the skipped IPv6 address is not logged:\n%s", res.stderr)
 	}
-	if !slices.Contains(netnsList(t, r), nsName) {
+	if !slices.Contains(testsupport.Namespaces(t), nsName) {
 		t.Fatalf("namespace %s missing after online", nsName)
 	}
 	if got := r.routes("-4", vif); len(got) != 1 || got[0].Dst != "10.137.0.20" {
@@ -50,26 +51,11 @@ func TestNATMode(t *testing.T) {
 	ping(t, c.NS, "203.0.113.1")
 
 	r.mustHotplug(vif, 32001, 0, "offline")
-	if slices.Contains(netnsList(t, r), nsName) {
+	if slices.Contains(testsupport.Namespaces(t), nsName) {
 		t.Errorf("namespace %s left after offline", nsName)
 	}
 	if got := r.elements("ip", "allowed"); len(got) != 0 {
 		t.Errorf("allowed after offline = %v", got)
 	}
 	r.mustHotplug(vif, 32001, 0, "offline") // already gone
-}
-
-func netnsList(t *testing.T, r *rig) []string {
-	t.Helper()
-	out, err := r.sb.NetVM.Exec("ip", "netns", "list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			names = append(names, f[0])
-		}
-	}
-	return names
 }

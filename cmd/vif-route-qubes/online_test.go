@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"fmt"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -203,7 +204,7 @@ func TestOnlineTwiceIsIdempotent(t *testing.T) {
 	r.mustHotplug("vif3.0", 3, 0, "online")
 	// Duplicate address detection finishes on its own a second after the
 	// link comes up; let it settle so the capture compares like with like.
-	waitFor(t, "IPv6 duplicate address detection on vif3.0", func() bool {
+	testsupport.WaitFor(t, "IPv6 duplicate address detection on vif3.0", func() bool {
 		out, err := r.sb.NetVM.Exec("ip", "-6", "addr", "show", "dev", "vif3.0", "tentative")
 		return err == nil && len(strings.TrimSpace(string(out))) == 0
 	})

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"fmt"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"slices"
 	"strings"
@@ -97,12 +98,12 @@ func TestVifnameAcceptedOnlineGoesOffline(t *testing.T) {
 		r.db.Set("/mapped-ip/10.137.0.43/visible-ip", "10.137.0.143")
 		r.db.Set("/mapped-ip/10.137.0.43/visible-gateway", "10.138.0.143")
 		r.mustHotplug("vif43.0", 43, 0, "online")
-		if !slices.Contains(netnsList(t, r), nsName) {
+		if !slices.Contains(testsupport.Namespaces(t), nsName) {
 			t.Fatalf("namespace %s missing after online", nsName)
 		}
 		ping(t, c.NS, "203.0.113.1")
 		r.mustHotplug("vif43.0", 43, 0, "offline")
-		if slices.Contains(netnsList(t, r), nsName) {
+		if slices.Contains(testsupport.Namespaces(t), nsName) {
 			t.Errorf("namespace %s left after offline", nsName)
 		}
 		if got := r.elements("ip", "allowed"); len(got) != 0 {

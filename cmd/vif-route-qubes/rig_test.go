@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	fakeqdb "github.com/qubes-netvm/qnet/internal/fake/qubesdb"
 	fakexs "github.com/qubes-netvm/qnet/internal/fake/xenstore"
@@ -24,15 +23,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	var cleanup func()
-	var err error
-	if binary, cleanup, err = testsupport.Binary("vif-route-qubes"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	testsupport.Main(m, testsupport.Build{Name: "vif-route-qubes", Package: ".", Path: &binary})
 }
 
 // rig is a netvm sandbox with fake XenStore and QubesDB daemons, and the
@@ -345,16 +336,4 @@ func readLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-}
-
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
 }

@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"fmt"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"io"
 	"os"
 	"os/exec"
@@ -163,9 +164,9 @@ func sameVifTwice(t *testing.T, r *rig, g *gate, vif string, domid int, command 
 	g.reset()
 	g.hold(command)
 	first := r.background(vif, domid, 0, command)
-	waitFor(t, "the first "+command+" to reach its hook", func() bool { return len(g.runs()) > 0 })
+	testsupport.WaitFor(t, "the first "+command+" to reach its hook", func() bool { return len(g.runs()) > 0 })
 	second := r.background(vif, domid, 0, command)
-	waitFor(t, "the second "+command+" to wait for the first", func() bool {
+	testsupport.WaitFor(t, "the second "+command+" to wait for the first", func() bool {
 		if runs := g.runs(); len(runs) > 1 {
 			t.Fatalf("the second %s ran its hook while the first was still in its own: %q\nsecond's stderr:\n%s", command, g.calls(), second.output())
 		}
@@ -187,7 +188,7 @@ func sameVifTwice(t *testing.T, r *rig, g *gate, vif string, domid int, command 
 // not differ only by its "tentative" flag.
 func settled(t *testing.T, r *rig, vif string) string {
 	t.Helper()
-	waitFor(t, "DAD on "+vif, func() bool {
+	testsupport.WaitFor(t, "DAD on "+vif, func() bool {
 		out, err := r.sb.NetVM.Exec("ip", "-6", "-o", "addr", "show", "dev", vif, "tentative")
 		if err != nil {
 			t.Fatal(err)

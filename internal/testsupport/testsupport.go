@@ -48,19 +48,8 @@ func New(t testing.TB, opts sandbox.Options) *sandbox.Sandbox {
 }
 
 // BinDirEnv names a directory of prebuilt binaries (the vmtest image has
-// no Go toolchain); without it, Binary builds the command.
+// no Go toolchain); without it, Main builds the commands.
 const BinDirEnv = "QNET_BIN_DIR"
-
-// Binary returns the path of the command built from the package in the
-// current directory (a cmd/<name> test's own package), and a function that
-// removes what it built. For use in TestMain.
-func Binary(name string) (path string, cleanup func(), err error) {
-	dir, cleanup, err := buildAll([]Build{{Name: name, Package: "."}})
-	if err != nil {
-		return "", nil, err
-	}
-	return filepath.Join(dir, name), cleanup, nil
-}
 
 // Build is one command a TestMain needs: its name, its package directory
 // relative to the test's own ("." for the test's own package) and, if

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
 	"github.com/qubes-netvm/qnet/internal/testsupport"
@@ -52,28 +51,28 @@ func newRig(t *testing.T) *rig {
 	// Registered after the sandbox's own cleanup, so it runs before it: the
 	// sandbox removes only names starting with its ID and a dash.
 	t.Cleanup(func() {
-		if slices.Contains(netnsList(t), r.nat.Name) {
+		if slices.Contains(testsupport.Namespaces(t), r.nat.Name) {
 			if out, err := exec.Command("ip", "netns", "delete", r.nat.Name).CombinedOutput(); err != nil {
 				t.Errorf("remove %s: %v: %s", r.nat.Name, err, out)
 			}
 		}
 	})
 
-	mustRun(t, "ip", "netns", "add", r.client.Name)
-	mustRun(t, "ip", "-n", sb.NetVM.Name, "link", "add", spec.Vif, "address", "fe:ff:ff:ff:ff:ff",
+	testsupport.MustRun(t, nil, "ip", "netns", "add", r.client.Name)
+	testsupport.MustRun(t, nil, "ip", "-n", sb.NetVM.Name, "link", "add", spec.Vif, "address", "fe:ff:ff:ff:ff:ff",
 		"type", "veth", "peer", "name", "eth0", "address", spec.ClientMAC.String(), "netns", r.client.Name)
 	// IPv6 off in the client, so that the only packets it sends are the
 	// test's and the drop counter counts nothing else.
-	mustRun(t, "ip", "netns", "exec", r.client.Name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-	mustBatch(t, r.client.Name,
+	testsupport.MustRun(t, nil, "ip", "netns", "exec", r.client.Name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	testsupport.MustBatch(t, r.client,
 		"link set lo up",
 		"addr add "+spec.VisibleIP.String()+"/32 dev eth0",
 		"link set eth0 up",
 		"route add "+spec.VisibleGateway.String()+" dev eth0 scope link",
 		"route add default via "+spec.VisibleGateway.String()+" dev eth0",
 	)
-	mustBatch(t, sb.Upstream.Name, "route add 10.137.0.0/16 via "+sandbox.UplinkAddr)
-	loadNft(t, sb.Upstream, `
+	testsupport.MustBatch(t, sb.Upstream, "route add 10.137.0.0/16 via "+sandbox.UplinkAddr)
+	testsupport.LoadNft(t, sb.Upstream, `
 table ip qntseen {
 	counter real {}
 	counter other {}
@@ -92,7 +91,7 @@ table ip qntseen {
 func (r *rig) routeOuterVif(t *testing.T) {
 	t.Helper()
 	s := r.spec
-	mustBatch(t, r.sb.NetVM.Name,
+	testsupport.MustBatch(t, r.sb.NetVM,
 		"neigh add "+s.RealIP.String()+" dev "+s.Vif+" lladdr "+s.ClientMAC.String()+" nud permanent",
 		"link set "+s.Vif+" group 2 up",
 		"route add "+s.RealIP.String()+" dev "+s.Vif+" metric 32743",
@@ -150,17 +149,17 @@ func TestTraffic(t *testing.T) {
 
 	for _, src := range []string{spoofedIP, r.spec.RealIP.String()} {
 		t.Run("source "+src+" is dropped", func(t *testing.T) {
-			mustBatch(t, r.client.Name, "addr add "+src+"/32 dev eth0")
+			testsupport.MustBatch(t, r.client, "addr add "+src+"/32 dev eth0")
 			realBefore, _ := r.upstreamSeen(t)
 			dropsBefore := r.dropped(t)
 			if out, err := r.client.Exec("ping", "-n", "-c", "1", "-W", "1", "-I", src, outsideHost); err == nil {
 				t.Fatalf("ping from %s got an answer:\n%s", src, out)
 			}
-			waitFor(t, fmt.Sprintf("the namespace's drop counter to pass %d", dropsBefore), func() bool { return r.dropped(t) > dropsBefore })
+			testsupport.WaitFor(t, fmt.Sprintf("the namespace's drop counter to pass %d", dropsBefore), func() bool { return r.dropped(t) > dropsBefore })
 			if real, other := r.upstreamSeen(t); real != realBefore || other != 0 {
 				t.Fatalf("upstream counters real=%d other=%d after a ping from %s, want %d and 0", real, other, src, realBefore)
 			}
-			mustBatch(t, r.client.Name, "addr del "+src+"/32 dev eth0")
+			testsupport.MustBatch(t, r.client, "addr del "+src+"/32 dev eth0")
 		})
 	}
 }
@@ -203,8 +202,8 @@ func TestNamespaceLikeIproute2(t *testing.T) {
 		t.Errorf("in a mount namespace made before Setup, %s is not an nsfs mount (%v):\n%s", r.nat.Path(), err, out.String())
 	}
 
-	mustRun(t, "ip", "netns", "delete", r.nat.Name)
-	if slices.Contains(netnsList(t), r.nat.Name) {
+	testsupport.MustRun(t, nil, "ip", "netns", "delete", r.nat.Name)
+	if slices.Contains(testsupport.Namespaces(t), r.nat.Name) {
 		t.Errorf("ip netns list shows %s after ip netns delete", r.nat.Name)
 	}
 }
@@ -275,7 +274,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("Setup(%+v) = nil error", spec)
 			}
 			t.Logf("Setup: %v", err)
-			if slices.Contains(netnsList(t), natns.NamespaceName(spec.Vif)) {
+			if slices.Contains(testsupport.Namespaces(t), natns.NamespaceName(spec.Vif)) {
 				t.Errorf("namespace %s exists after a failed Setup", natns.NamespaceName(spec.Vif))
 			}
 			r.checkUnchanged(t, before)
@@ -287,7 +286,7 @@ func TestBadInput(t *testing.T) {
 func (r *rig) checkSetUp(t *testing.T) {
 	t.Helper()
 	s := r.spec
-	if n := countOf(netnsList(t), r.nat.Name); n != 1 {
+	if n := countOf(testsupport.Namespaces(t), r.nat.Name); n != 1 {
 		t.Errorf("ip netns list shows %s %d times, want once", r.nat.Name, n)
 	}
 
@@ -432,7 +431,7 @@ func (r *rig) checkTable(t *testing.T) {
 // real vif (recognised by its interface index) is back under its name.
 func (r *rig) checkTornDown(t *testing.T, realIndex int) {
 	t.Helper()
-	if slices.Contains(netnsList(t), r.nat.Name) {
+	if slices.Contains(testsupport.Namespaces(t), r.nat.Name) {
 		t.Errorf("ip netns list still shows %s", r.nat.Name)
 	}
 	outside := r.links(t, r.sb.NetVM)
@@ -455,7 +454,7 @@ func (r *rig) kernelState(t *testing.T) string {
 		t.Fatal(err)
 	}
 	var ours []string
-	for _, name := range netnsList(t) {
+	for _, name := range testsupport.Namespaces(t) {
 		if strings.HasPrefix(name, r.sb.ID) {
 			ours = append(ours, name)
 		}
@@ -564,22 +563,6 @@ func (r *rig) linkIndex(t *testing.T, ns *sandbox.NS) int {
 	return l.IfIndex
 }
 
-// netnsList is `ip netns list`, names only.
-func netnsList(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatalf("ip netns list: %v", err)
-	}
-	var names []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			names = append(names, f[0])
-		}
-	}
-	return names
-}
-
 // canonical re-encodes JSON with sorted keys, without object handles (they
 // follow the order of creation, not the content) and with counter values
 // zeroed.
@@ -613,42 +596,6 @@ func canonical(t *testing.T, raw json.RawMessage) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func mustRun(t *testing.T, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-func loadNft(t *testing.T, ns *sandbox.NS, script string) {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft -f in %s: %v\n%s", ns.Name, err, out)
-	}
-}
-
-func mustBatch(t *testing.T, ns string, commands ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", "-n", ns, "-batch", "-")
-	cmd.Stdin = strings.NewReader(strings.Join(commands, "\n") + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s -batch: %v\n%s\n%s", ns, err, strings.Join(commands, "\n"), out)
-	}
 }
 
 func countOf(list []string, s string) int {
