@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // namespace is a named network namespace a test created for itself.

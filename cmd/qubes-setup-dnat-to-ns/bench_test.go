@@ -3,13 +3,14 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // runInNetVM runs the binary as a child process that starts inside the

@@ -1,12 +1,12 @@
 package main_test
 
 import (
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // NAT mode end to end: the client knows only its visible address and

@@ -3,7 +3,6 @@ package main_test
 import (
 	"bufio"
 	"fmt"
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 func TestOnlineOfflineIPv4(t *testing.T) {

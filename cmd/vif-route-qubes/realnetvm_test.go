@@ -2,13 +2,13 @@ package main_test
 
 import (
 	"fmt"
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // Hardening follows systemd-sysctl's failure rules: a key the kernel lacks

@@ -3,7 +3,6 @@ package main_test
 import (
 	"bufio"
 	"fmt"
-	"github.com/qubes-netvm/qnet/internal/testsupport"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/qubes-netvm/qnet/internal/sandbox"
+	"github.com/qubes-netvm/qnet/internal/testsupport"
 )
 
 // gate is a network hook that, for one command, holds the first run that

@@ -8,7 +8,6 @@ package vif
 
 import (
 	"fmt"
-	"github.com/qubes-netvm/qnet/pkg/netvm"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // Set names in the base ruleset.

@@ -13,18 +13,21 @@
 package vif
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
-	"github.com/qubes-netvm/qnet/pkg/netvm"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/qubes-netvm/qnet/internal/lockfile"
 	"github.com/qubes-netvm/qnet/internal/nfnl"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 // Names of the flow-offload table, its flowtable and its chain (the
@@ -117,26 +120,15 @@ func groupBytes(g uint32) []byte {
 	return b
 }
 
-// lockFlowtable serialises rebuilds across concurrent hotplug processes: the device
-// list must be read and installed while no other run can install an older
-// one. The lock is released when the returned function is called or the
-// process exits.
+// flowtableLockWait bounds how long a run waits for others' device-list
+// changes; each holds the lock for a few milliseconds.
+const flowtableLockWait = 30 * time.Second
+
+// lockFlowtable serialises device-list changes across concurrent hotplug
+// processes: the list must be read and changed while no other run can
+// install an older one.
 func lockFlowtable(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file %s: %w", path, err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
+	return lockfile.Acquire(context.Background(), path, flowtableLockWait, nil)
 }
 
 // installedDevices returns the devices the kernel's flowtable covers (found is

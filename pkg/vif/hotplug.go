@@ -95,7 +95,7 @@ func Hotplug(ctx context.Context, args []string, getenv func(string) string, cfg
 // hotplug runs a decoded invocation that asks for online or offline.
 func hotplug(ctx context.Context, inv Invocation, cfg Config, log *slog.Logger) error {
 	if !cfg.DryRun {
-		unlock, err := lockVif(cfg.LockDir, inv.Vif, cfg.LockWait, log)
+		unlock, err := lockVif(ctx, cfg.LockDir, inv.Vif, cfg.LockWait, log)
 		if err != nil {
 			log.Error(err.Error())
 			return err

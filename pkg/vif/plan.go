@@ -3,7 +3,6 @@ package vif
 import (
 	"bytes"
 	"fmt"
-	"github.com/qubes-netvm/qnet/pkg/netvm"
 	"net"
 	"net/netip"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/qubes-netvm/qnet/internal/nfnl"
 	"github.com/qubes-netvm/qnet/internal/sysctl"
+	"github.com/qubes-netvm/qnet/pkg/netvm"
 )
 
 func planOnline(in *Inputs, opts Options) []Step {
