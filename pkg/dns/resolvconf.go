@@ -61,13 +61,6 @@ func ReadResolvConf(path string) (ResolvConfServers, error) {
 	return servers, nil
 }
 
-// ParseResolvConf returns the IPv4 name servers in r, in order. It fails only when r
-// does.
-func ParseResolvConf(r io.Reader) ([]netip.Addr, error) {
-	servers, err := ParseResolvConfServers(r)
-	return servers.IPv4, err
-}
-
 // ParseResolvConfServers returns the name servers in r of both families. It fails
 // only when r does.
 func ParseResolvConfServers(r io.Reader) (ResolvConfServers, error) {
@@ -88,13 +81,6 @@ func ParseResolvConfServers(r io.Reader) (ResolvConfServers, error) {
 		}
 	}
 	return servers, lines.Err()
-}
-
-// ParseNameserverLine returns the IPv4 name server a single line (without its
-// terminator) declares, if it declares one.
-func ParseNameserverLine(line []byte) (netip.Addr, bool) {
-	addr, ok := parseServer(line)
-	return addr, ok && addr.Is4()
 }
 
 // parseServer returns the server a line declares: a strict IPv4 address or

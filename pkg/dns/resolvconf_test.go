@@ -2,6 +2,7 @@ package dns
 
 import (
 	"bytes"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -62,7 +63,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseResolvConf(strings.NewReader(tt.input))
+			got, err := ipv4Servers(strings.NewReader(tt.input))
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -104,13 +105,13 @@ func TestParseLineLengthsAtTheLimit(t *testing.T) {
 	for n := MaxResolvConfLine - 2; n <= MaxResolvConfLine+3; n++ {
 		for _, term := range []string{"\n", "\r", "\r\n"} {
 			line := "nameserver 8.8.4.4 " + strings.Repeat("x", n-len("nameserver 8.8.4.4 "))
-			got, err := ParseResolvConf(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
+			got, err := ipv4Servers(strings.NewReader(line + term + "nameserver 1.1.1.1" + term))
 			want := testsupport.Addrs("8.8.4.4", "1.1.1.1")
 			if n > MaxResolvConfLine {
 				want = testsupport.Addrs("1.1.1.1")
 			}
 			if err != nil || !slices.Equal(got, want) {
-				t.Errorf("line of %d bytes ended by %q: ParseResolvConf = %v, %v; want %v", n, term, got, err, want)
+				t.Errorf("line of %d bytes ended by %q: ipv4Servers = %v, %v; want %v", n, term, got, err, want)
 			}
 		}
 	}
@@ -147,7 +148,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
-		got, err := ParseResolvConf(bytes.NewReader(input))
+		got, err := ipv4Servers(bytes.NewReader(input))
 		if err != nil {
 			t.Fatalf("Parse failed on an in-memory reader: %v", err)
 		}
@@ -163,4 +164,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d servers from %d nameserver keywords", len(got), bytes.Count(input, []byte("nameserver")))
 		}
 	})
+}
+
+// ipv4Servers is the IPv4 part of what ParseResolvConfServers finds in r,
+// the list upstream's script reads.
+func ipv4Servers(r io.Reader) ([]netip.Addr, error) {
+	servers, err := ParseResolvConfServers(r)
+	return servers.IPv4, err
 }
