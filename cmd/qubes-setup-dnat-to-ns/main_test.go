@@ -264,30 +264,11 @@ func countUpstreamDNS(t *testing.T, sb *sandbox.Sandbox) func() int {
 		" iifname \"up0\" udp dport 53 counter\n iifname \"up0\" tcp dport 53 counter\n }\n}\n"
 	testsupport.LoadNft(t, sb.Upstream, rules)
 	return func() int {
-		var doc struct {
-			Nftables []struct {
-				Rule *struct {
-					Expr []struct {
-						Counter *struct{ Packets int } `json:"counter"`
-					} `json:"expr"`
-				} `json:"rule"`
-			} `json:"nftables"`
-		}
-		if err := sb.Upstream.NftJSON(&doc, "list", "table", "inet", "qnt_dns_count"); err != nil {
+		n, err := sb.Upstream.CounterPackets("table", "inet", "qnt_dns_count")
+		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
-		for _, o := range doc.Nftables {
-			if o.Rule == nil {
-				continue
-			}
-			for _, e := range o.Rule.Expr {
-				if e.Counter != nil {
-					n += e.Counter.Packets
-				}
-			}
-		}
-		return n
+		return int(n)
 	}
 }
 

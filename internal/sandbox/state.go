@@ -65,6 +65,12 @@ func StateDiff(a, b string) string {
 // chain of family ("ip" or "ip6"), which count the spoofed packets it
 // dropped.
 func (n *NS) AntispoofDrops(family string) (uint64, error) {
+	return n.CounterPackets("chain", family, netvm.Table, "antispoof")
+}
+
+// CounterPackets sums the packet counters of every rule in what
+// `nft -j list <object...>` prints (a table or a chain).
+func (n *NS) CounterPackets(object ...string) (uint64, error) {
 	var listing struct {
 		Nftables []struct {
 			Rule *struct {
@@ -76,7 +82,7 @@ func (n *NS) AntispoofDrops(family string) (uint64, error) {
 			} `json:"rule"`
 		} `json:"nftables"`
 	}
-	if err := n.NftJSON(&listing, "list", "chain", family, netvm.Table, "antispoof"); err != nil {
+	if err := n.NftJSON(&listing, append([]string{"list"}, object...)...); err != nil {
 		return 0, err
 	}
 	var packets uint64
