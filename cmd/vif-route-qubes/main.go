@@ -46,7 +46,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "bound on each XenStore and QubesDB request")
 	fs.StringVar(&cfg.HooksDir, "hooks-dir", cfg.HooksDir, "directory of the user's network hooks")
 	fs.StringVar(&cfg.HardeningConf, "hardening-conf", cfg.HardeningConf, "sysctl.d file applied when QubesDB asks for hardening")
-	fs.StringVar(&cfg.LockPath, "lock-file", cfg.LockPath, "lock serialising flow-offload table rebuilds")
+	fs.StringVar(&cfg.LockPath, "lock-file", cfg.LockPath, "lock serialising changes to the flowtable's device list")
 	fs.StringVar(&cfg.LockDir, "lock-dir", cfg.LockDir, "directory of the per-vif locks serialising runs for the same vif")
 	fs.DurationVar(&cfg.LockWait, "lock-wait", cfg.LockWait, "how long a run waits for another run of the same vif")
 	fs.StringVar(&cfg.HotplugLog, "hotplug-log", cfg.HotplugLog, "file standard error is appended to when the toolstack runs the program (empty: none)")

@@ -14,7 +14,7 @@ import (
 type Options struct {
 	HooksDir      string        // /rw/config/network-hooks.d
 	HardeningConf string        // /etc/sysctl.d/81-qubes.conf.optional
-	LockPath      string        // serialises flowtable rebuilds across runs
+	LockPath      string        // serialises flowtable device-list changes across runs
 	ProcSys       string        // /proc/sys, for interface listings and hardening globs
 	LinkWait      time.Duration // how long online waits for a vif that is not there yet
 }
