@@ -40,8 +40,10 @@ const (
 
 // FlowtableDevices lists the interfaces the flowtable should cover: every
 // name under confDir (normally /proc/sys/net/ipv4/conf) except `all`,
-// `default` and the excluded one (a vif going away). The names go to the
-// kernel as netlink strings, so any name an interface can have is listed.
+// `default`, the excluded one (a vif going away) and names with characters
+// outside [A-Za-z0-9._]. Netlink could carry any name, but upstream's
+// script leaves those out (it writes the list into nft's syntax), and the
+// kernel state must be the one upstream leaves.
 func FlowtableDevices(confDir, exclude string) ([]string, error) {
 	entries, err := os.ReadDir(confDir)
 	if err != nil {
@@ -50,13 +52,23 @@ func FlowtableDevices(confDir, exclude string) ([]string, error) {
 	var devs []string
 	for _, e := range entries {
 		name := e.Name()
-		if name == "all" || name == "default" || name == exclude {
+		if name == "all" || name == "default" || name == exclude || !plainName(name) {
 			continue
 		}
 		devs = append(devs, name)
 	}
 	slices.Sort(devs)
 	return devs, nil
+}
+
+// plainName reports whether s is made of [A-Za-z0-9._] only.
+func plainName(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // QueueOffloadTable adds to c's batch the creation of the whole table: the flowtable
