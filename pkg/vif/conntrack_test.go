@@ -101,16 +101,12 @@ func TestPurgeRealFlows(t *testing.T) {
 
 	var deleted int
 	err = s.NetVM.Do(func() error {
-		var conns []vif.ConntrackConn
-		for range 2 {
-			c, err := nfnl.Dial(0)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			conns = append(conns, c)
+		c, err := nfnl.Dial(0)
+		if err != nil {
+			return err
 		}
-		deleted, err = vif.PurgeConnections(conns, []netip.Addr{netip.MustParseAddr(sandbox.InternetHost), netip.MustParseAddr(sandbox.InternetHost6)})
+		defer c.Close()
+		deleted, err = vif.PurgeConnections(c, []netip.Addr{netip.MustParseAddr(sandbox.InternetHost), netip.MustParseAddr(sandbox.InternetHost6)})
 		return err
 	})
 	if err != nil {

@@ -290,14 +290,7 @@ func purgeConntrack(addrs []netip.Addr) Step {
 			if err != nil {
 				return nil, err
 			}
-			// A second socket lets the two hash-table walks of an IPv4
-			// address run at once.
-			second, err := nfnl.Dial(0)
-			if err != nil {
-				return nil, err
-			}
-			defer second.Close()
-			n, err := PurgeConnections([]ConntrackConn{c, second}, addrs)
+			n, err := PurgeConnections(c, addrs)
 			k.log.Debug("conntrack purged", "entries", n)
 			return nil, err
 		},
