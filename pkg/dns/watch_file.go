@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"unsafe"
@@ -100,22 +101,43 @@ func watchPoints(path string) map[string]map[string]bool {
 	return points
 }
 
-// retarget points the watches at the current symlink chain. Watches no
-// longer needed are removed; the kernel's IN_IGNORED for them then names a
-// descriptor no longer in wds and is not taken for a change.
+// retarget points the watches at the current symlink chain. A directory
+// on the way can appear between looking and watching (mkdir -p of the
+// target's directories): its creation then raised no event, so the chain
+// is looked at again once the watches are in place, until it stands still.
+// Watches no longer needed are removed; the kernel's IN_IGNORED for them
+// then names a descriptor no longer in wds and is not taken for a change.
 func (w *fileWatcher) retarget() error {
 	names := watchPoints(w.path)
-	wds := map[int32]string{}
-	for dir := range names {
-		wd, err := unix.InotifyAddWatch(w.fd, dir, dirEvents)
-		if err != nil {
-			return fmt.Errorf("watch %s: inotify_add_watch %s: %w", w.path, dir, err)
+	added := map[int32]string{}
+	for range maxSymlinks {
+		for dir := range names {
+			wd, err := unix.InotifyAddWatch(w.fd, dir, dirEvents)
+			if errors.Is(err, unix.ENOENT) {
+				continue // gone again: the second look below sees it
+			}
+			if err != nil {
+				return fmt.Errorf("watch %s: inotify_add_watch %s: %w", w.path, dir, err)
+			}
+			added[int32(wd)] = dir
 		}
-		wds[int32(wd)] = dir
+		again := watchPoints(w.path)
+		if maps.EqualFunc(names, again, maps.Equal) {
+			break
+		}
+		names = again
 	}
-	for wd := range w.wds {
-		if _, keep := wds[wd]; !keep {
-			_, _ = unix.InotifyRmWatch(w.fd, uint32(wd)) // fails only for a watch the kernel already dropped
+	wds := map[int32]string{}
+	for wd, dir := range added {
+		if names[dir] != nil {
+			wds[wd] = dir
+		}
+	}
+	for _, old := range []map[int32]string{w.wds, added} {
+		for wd := range old {
+			if _, keep := wds[wd]; !keep {
+				_, _ = unix.InotifyRmWatch(w.fd, uint32(wd)) // fails only for a watch the kernel already dropped
+			}
 		}
 	}
 	w.wds, w.names = wds, names
