@@ -146,11 +146,7 @@ func onlyServers(t *testing.T, packets []string, servers ...string) {
 // family; the uplink sees only the real servers.
 func TestIPv6DualStack(t *testing.T) {
 	e := newEnv6(t, "nameserver "+sandbox.Resolver1+"\nnameserver "+sandbox.Resolver6a+"\nnameserver "+sandbox.Resolver6b+"\nnameserver fe80::1%eth0\n")
-	for _, r := range []string{sandbox.Resolver1, sandbox.Resolver6a, sandbox.Resolver6b} {
-		if err := e.sb.StartResolver(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startResolvers(t, e.sb, sandbox.Resolver1, sandbox.Resolver6a, sandbox.Resolver6b)
 	c := addDualClient(t, e.sb)
 	capture := captureUplink(t, e.sb)
 
@@ -215,11 +211,7 @@ func TestIPv6DualStack(t *testing.T) {
 // virtual addresses are refused at once and leak nowhere; IPv4 works.
 func TestIPv6WithoutIPv6Upstream(t *testing.T) {
 	e := newEnv6(t, "nameserver "+sandbox.Resolver1+"\nnameserver "+sandbox.Resolver2+"\n")
-	for _, r := range []string{sandbox.Resolver1, sandbox.Resolver2} {
-		if err := e.sb.StartResolver(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startResolvers(t, e.sb, sandbox.Resolver1, sandbox.Resolver2)
 	c := addDualClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
 	if code, _, stderr := e.runBinary(t); code != 0 {
@@ -252,9 +244,7 @@ func TestIPv6WithoutIPv6Upstream(t *testing.T) {
 // virtual addresses answer, the IPv4 ones are refused at once, no leak.
 func TestIPv6OnlyUpstream(t *testing.T) {
 	e := newEnv6(t, "nameserver "+sandbox.Resolver6a+"\n")
-	if err := e.sb.StartResolver(sandbox.Resolver6a); err != nil {
-		t.Fatal(err)
-	}
+	startResolvers(t, e.sb, sandbox.Resolver6a)
 	c := addDualClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
 	if code, _, stderr := e.runBinary(t); code != 0 {
@@ -299,11 +289,7 @@ func TestIPv6OnlyUpstream(t *testing.T) {
 // TestWatchIPv6 switches the IPv6 servers with --watch running.
 func TestWatchIPv6(t *testing.T) {
 	e := newEnv6(t, "nameserver "+sandbox.Resolver1+"\nnameserver "+sandbox.Resolver6a+"\n")
-	for _, r := range []string{sandbox.Resolver1, sandbox.Resolver6a, sandbox.Resolver6b} {
-		if err := e.sb.StartResolver(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startResolvers(t, e.sb, sandbox.Resolver1, sandbox.Resolver6a, sandbox.Resolver6b)
 	c := addDualClient(t, e.sb)
 	address := systembus.StartBus(t)
 	e.setBus(address) // a bus, but resolved not running yet: resolv.conf counts

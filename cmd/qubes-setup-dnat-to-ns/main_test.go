@@ -255,6 +255,16 @@ func addClient(t *testing.T, sb *sandbox.Sandbox) *sandbox.Client {
 	return c
 }
 
+// startResolvers starts a resolver upstream on each address.
+func startResolvers(t *testing.T, sb *sandbox.Sandbox, addrs ...string) {
+	t.Helper()
+	for _, a := range addrs {
+		if err := sb.StartResolver(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // countUpstreamDNS installs, in the upstream namespace, a counter of every
 // DNS packet of either family that reaches it from the network qube, and
 // returns a function reading it.
@@ -288,11 +298,7 @@ func expectAnswers(t *testing.T, c *sandbox.Client, pairs ...string) {
 
 func TestDNSPackets(t *testing.T) {
 	e := newEnv(t, "nameserver 198.51.100.53\nnameserver 198.51.100.54\n")
-	for _, r := range []string{sandbox.Resolver1, sandbox.Resolver2} {
-		if err := e.sb.StartResolver(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startResolvers(t, e.sb, sandbox.Resolver1, sandbox.Resolver2)
 	c := addClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
 	if code, _, stderr := e.runBinary(t); code != 0 {
@@ -363,11 +369,7 @@ func startWatch(t *testing.T, e *env) {
 // resolver with nothing run by hand; latencies are logged.
 func TestWatch(t *testing.T) {
 	e := newEnv(t, "nameserver 198.51.100.53\n")
-	for _, r := range []string{sandbox.Resolver1, sandbox.Resolver2} {
-		if err := e.sb.StartResolver(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startResolvers(t, e.sb, sandbox.Resolver1, sandbox.Resolver2)
 	c := addClient(t, e.sb)
 	upstreamDNS := countUpstreamDNS(t, e.sb)
 	address := systembus.StartBus(t)
